@@ -1,0 +1,1 @@
+"""Dockerfile parsing, build planning, caching and execution."""

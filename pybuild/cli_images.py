@@ -1,0 +1,319 @@
+"""Image commands: import, images, tag, rmi, inspect, history, mount, umount, prune, system."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import IO, Any
+
+import click
+
+from pybuild import ui
+from pybuild.cli import Settings, pass_settings
+from pybuild.errors import ConflictError, PybuildError, UsageError
+from pybuild.store import reference as _reference
+from pybuild.store.images import Image
+from pybuild.store.root import Store
+
+
+@click.command("import")
+@click.argument("source")
+@click.argument("reference", required=False)
+@click.option("-m", "--message", default="", help="Commit message for the imported layer.")
+@click.option("-c", "--change", "changes", multiple=True,
+              help="Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+                   "ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR) to the image config.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+@pass_settings
+def import_cmd(settings: Settings, source: str, reference: str | None, message: str,
+               changes: tuple[str, ...], compression: str) -> None:
+    """Import a rootfs tarball (plain, gzip, zstd; FILE or - for stdin) as a one-layer image."""
+    ref = _reference.parse(reference) if reference else None
+    if ref is not None and ref.digest is not None:
+        raise UsageError(f"cannot import as {reference}", "name the image with a tag, not a digest")
+    config = None
+    if changes:
+        from pybuild.cli_build import config_from_changes
+
+        config = config_from_changes(changes)
+    store = settings.store()
+    stream: IO[bytes]
+    if source == "-":
+        stream = sys.stdin.buffer
+    else:
+        try:
+            stream = open(source, "rb")
+        except OSError as exc:
+            raise PybuildError(f"cannot open {source}: {exc.strerror}") from None
+    with contextlib.closing(stream) if source != "-" else contextlib.nullcontext():
+        image = store.import_tar(stream, ref, message=message, changes=config,
+                                 compression=compression, source=source)
+    click.echo(image.id)
+
+
+def _repo_tag(key: str) -> tuple[str, str, str]:
+    ref = _reference.parse(key)
+    return ref.familiar_name, ref.tag or "<none>", ref.digest or "<none>"
+
+
+@click.command("images")
+@click.argument("repository", required=False)
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--digests", is_flag=True, help="Show digests.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@pass_settings
+def images_cmd(settings: Settings, repository: str | None, quiet: bool, digests: bool, no_trunc: bool) -> None:
+    """List images."""
+    store = settings.store()
+    refs = store.images.refs()
+    by_manifest: dict[str, list[str]] = {}
+    for key, target in refs.items():
+        by_manifest.setdefault(target, []).append(key)
+    want = _reference.parse(repository, default_tag=False) if repository else None
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    for image in sorted(store.images.walk(), key=lambda i: i.config.created or "", reverse=True):
+        keys = sorted(k for k in by_manifest.get(image.manifest_digest, []) if "@" not in k.split("/")[-1])
+        names = [_repo_tag(k) for k in keys] or [("<none>", "<none>", "<none>")]
+        for repo, tag, _ in names:
+            if want is not None and (repo != want.familiar_name or (want.tag and tag != want.tag)):
+                continue
+            image_id = image.id if no_trunc else image.short_id
+            rows.append((repo, tag, image.manifest_digest, image_id,
+                         ui.ago(image.config.created), ui.human_size(image.size)))
+    if quiet:
+        seen: set[str] = set()
+        for row in rows:
+            if row[3] not in seen:
+                seen.add(row[3])
+                click.echo(row[3])
+        return
+    if digests:
+        ui.table(("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"), rows)
+    else:
+        ui.table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"),
+                 [(r[0], r[1], r[3], r[4], r[5]) for r in rows])
+
+
+@click.command("tag")
+@click.argument("source")
+@click.argument("target")
+@pass_settings
+def tag_cmd(settings: Settings, source: str, target: str) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    store = settings.store()
+    image = store.images.resolve(source)
+    ref = _reference.parse(target)
+    if ref.digest is not None:
+        raise UsageError(f"refusing to create a tag with a digest reference: {target}")
+    store.images.tag(ref, image.manifest_digest)
+
+
+@click.command("rmi")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Remove the image even if it has several tags.")
+@click.option("--no-prune", is_flag=True, help="Do not delete unused layers.")
+@pass_settings
+def rmi_cmd(settings: Settings, images: tuple[str, ...], force: bool, no_prune: bool) -> None:
+    """Remove one or more images."""
+    store = settings.store()
+    failed: list[str] = []
+    for name in images:
+        try:
+            _remove_image(store, name, force)
+        except PybuildError as exc:
+            click.echo(f"pybuild: error: {exc}", err=True)
+            failed.append(name)
+    if not no_prune:
+        store.gc(wait=False)  # frees layers now unless a build is writing; prune finishes it later
+    if failed:
+        sys.exit(1)
+
+
+def _remove_image(store: Store, name: str, force: bool) -> None:
+    image = store.images.resolve(name)
+    names = store.images.names_of(image.manifest_digest)
+    by_id = _reference.is_image_id_prefix(name) and not any(
+        str(n) == str(_safe_parse(name)) for n in names)
+    if by_id:
+        if len(names) > 1 and not force:
+            raise ConflictError(f"unable to delete {image.short_id}: image is referenced in multiple repositories",
+                                "use -f to remove it with all its tags")
+        for n in store.images.drop_refs_to(image.manifest_digest):
+            click.echo(f"Untagged: {_reference.parse(n).familiar()}")
+    else:
+        ref = _reference.parse(name)
+        if ref.key not in store.images.refs() and ref.digest:
+            for n in store.images.drop_refs_to(image.manifest_digest):
+                click.echo(f"Untagged: {_reference.parse(n).familiar()}")
+        else:
+            store.images.untag(ref)
+            click.echo(f"Untagged: {ref.familiar()}")
+        if store.images.names_of(image.manifest_digest):
+            return
+    store.images.forget(image.manifest_digest)
+    click.echo(f"Deleted: {image.id}")
+
+
+def _safe_parse(name: str) -> _reference.Reference | None:
+    try:
+        return _reference.parse(name)
+    except PybuildError:
+        return None
+
+
+def image_inspect_doc(store: Store, image: Image) -> dict[str, Any]:
+    names = store.images.names_of(image.manifest_digest)
+    cfg = image.config
+    doc: dict[str, Any] = {
+        "Id": image.id,
+        "RepoTags": [n.familiar() for n in names if n.tag],
+        "RepoDigests": [f"{n.familiar_name}@{image.manifest_digest}" for n in names],
+        "Manifest": {"digest": image.manifest_digest, "mediaType": image.manifest.media_type},
+        "Created": cfg.created,
+        "Author": cfg.author or "",
+        "Config": cfg.config.to_json(),
+        "Architecture": cfg.platform.architecture,
+        "Os": cfg.platform.os,
+        "Size": image.size,
+        "RootFS": {"Type": "layers", "Layers": list(cfg.diff_ids)},
+        "History": [h.to_json() for h in cfg.history],
+    }
+    if cfg.platform.variant:
+        doc["Variant"] = cfg.platform.variant
+    top = image.top_chain_id
+    if top is not None and store.layers.exists(top):
+        layer = store.layers.get(top)
+        overlay = store.layers.overlay
+        lowers = [str((overlay / p).resolve()) for p in store.layers.lowers(layer.cache_id)]
+        path = overlay / layer.cache_id
+        data = {"MergedDir": str(path / "merged"), "UpperDir": str(path / "diff"), "WorkDir": str(path / "work")}
+        if lowers:
+            data["LowerDir"] = ":".join(lowers)
+        doc["GraphDriver"] = {"Name": "overlay2", "Data": data}
+    return doc
+
+
+@click.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
+    """Show low-level information on images as JSON."""
+    store = settings.store()
+    docs = [image_inspect_doc(store, store.images.resolve(n)) for n in names]
+    ui.print_json(docs)
+
+
+@click.command("history")
+@click.argument("name")
+@click.option("--no-trunc", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@pass_settings
+def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool) -> None:
+    """Show the history of an image."""
+    store = settings.store()
+    image = store.images.resolve(name)
+    layer_sizes = [_layer_size(store, c) for c in image.chain_ids]
+    rows = []
+    layer_index = len(layer_sizes) - 1
+    entries = list(image.config.history)
+    for pos, entry in enumerate(reversed(entries)):
+        size = 0
+        if not entry.empty_layer and layer_index >= 0:
+            size = layer_sizes[layer_index]
+            layer_index -= 1
+        ident = (image.id if no_trunc else image.short_id) if pos == 0 else "<missing>"
+        created_by = entry.created_by or ""
+        if not no_trunc:
+            created_by = ui.truncate(created_by, 45)
+        rows.append((ident, ui.ago(entry.created), created_by, ui.human_size(size), entry.comment or ""))
+    if quiet:
+        for row in rows:
+            click.echo(row[0])
+        return
+    ui.table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"), rows)
+
+
+def _layer_size(store: Store, chain_id: str) -> int:
+    try:
+        return store.layers.get(chain_id).size
+    except PybuildError:
+        return 0
+
+
+@click.command("mount")
+@click.argument("name")
+@pass_settings
+def mount_cmd(settings: Settings, name: str) -> None:
+    """Mount an image's root filesystem read-only and print the path."""
+    store = settings.store()
+    image = store.images.resolve(name)
+    top = image.top_chain_id
+    if top is None:
+        raise UsageError(f"image {name} has no layers to mount")
+    click.echo(str(store.layers.mount_view(top)))
+
+
+@click.command("umount")
+@click.argument("name")
+@pass_settings
+def umount_cmd(settings: Settings, name: str) -> None:
+    """Unmount an image mounted with 'pybuild mount'."""
+    store = settings.store()
+    image = store.images.resolve(name)
+    top = image.top_chain_id
+    if top is None or not store.layers.unmount_view(top):
+        raise UsageError(f"image {name} is not mounted")
+
+
+@click.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Also remove untagged images.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt (accepted for docker compatibility).")
+@pass_settings
+def prune_cmd(settings: Settings, all_: bool, force: bool) -> None:
+    """Remove leftovers of interrupted operations and unused layers and blobs."""
+    store = settings.store()
+    if all_:
+        tagged = set(store.images.refs().values())
+        for image in list(store.images.walk()):
+            if image.manifest_digest not in tagged:
+                store.images.forget(image.manifest_digest)
+                click.echo(f"Deleted Images: {image.id}")
+    report = store.gc(wait=True)
+    assert report is not None
+    click.echo(f"Deleted: {report.layers} layers, {report.blobs} blobs, "
+               f"{report.dirs + report.leftovers} leftovers")
+    click.echo(f"Total reclaimed space: {ui.human_size(report.bytes_freed)}")
+
+
+@click.group("system")
+def system_group() -> None:
+    """Manage the store."""
+
+
+@system_group.command("df")
+@pass_settings
+def system_df_cmd(settings: Settings) -> None:
+    """Show disk usage of the store."""
+    store = settings.store()
+    usage = store.disk_usage()
+    rows = []
+    for kind, (count, size, reclaimable) in usage.items():
+        pct = f" ({100 * reclaimable // size}%)" if size else ""
+        rows.append((kind, str(count), ui.human_size(size), ui.human_size(reclaimable) + pct))
+    ui.table(("TYPE", "TOTAL", "SIZE", "RECLAIMABLE"), rows)
+
+
+@system_group.command("check")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed.")
+@pass_settings
+def system_check_cmd(settings: Settings, repair: bool) -> None:
+    """Check the store for inconsistencies (missing links, blobs, layers, leftovers)."""
+    store = settings.store()
+    report = store.check(repair=repair)
+    for problem in report.problems:
+        click.echo(("repaired: " if problem.repaired else "problem: ") + problem.what)
+    if report.ok:
+        click.echo("store is consistent" if not report.problems else "store repaired")
+        return
+    raise PybuildError(f"{sum(not p.repaired for p in report.problems)} problem(s) found",
+                       None if repair else "run 'pybuild system check --repair'")

@@ -1,0 +1,97 @@
+"""Output conventions shared by the commands: Docker's human sizes, ages and tables."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def human_size(size: float) -> str:
+    """Decimal units with 3 significant digits, as docker prints sizes (``2.14MB``)."""
+    i = 0
+    while size >= 1000 and i < len(_UNITS) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{_UNITS[i]}"
+
+
+def parse_time(text: str | None) -> _dt.datetime | None:
+    if not text:
+        return None
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python < 3.12 accepts at most 6 fractional digits; Go writes up to 9.
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = "".join(c for c in tail if c.isdigit())
+        text = head + "." + digits[:6] + tail[len(digits):]
+    try:
+        return _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    """go-units' HumanDuration: ``About a minute``, ``2 hours``, ``3 weeks``."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def ago(text: str | None) -> str:
+    when = parse_time(text)
+    if when is None:
+        return "N/A"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    delta = (_dt.datetime.now(_dt.UTC) - when).total_seconds()
+    return human_duration(max(delta, 0)) + " ago"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to the widest cell plus three spaces, as docker's tabwriter does."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    for row in (headers, *rows):
+        line = "".join(cell.ljust(widths[i] + 3) for i, cell in enumerate(row[:-1])) + row[-1]
+        click.echo(line.rstrip())
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=4)
+    sys.stdout.write("\n")
+
+
+def truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,1 @@
+"""Containers: namespaces, cgroups, overlay rootfs, lifecycle."""

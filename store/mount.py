@@ -1,0 +1,148 @@
+"""Mounting: thin ctypes wrappers over mount(2)/umount2(2) and the overlay option builder.
+
+Layout (which directories make up a layer chain) lives in ``layers``; this
+module only knows how to hand a chain to the kernel. The option string of an
+overlay mount must fit in one page; when absolute paths would not fit, the
+mount is done from a child process whose working directory is ``overlay2/``
+so the short ``l/<id>`` names can be passed relatively, as moby does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pybuild.errors import MountError
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 0x2
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _b(value: str | os.PathLike[str] | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def mount(source: str | None, target: str | os.PathLike[str], fstype: str | None,
+          flags: int = 0, data: str | None = None) -> None:
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        err = ctypes.get_errno()
+        raise MountError(f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}",
+                         _mount_hint(err, data))
+
+
+def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
+    if _libc.umount2(_b(target), flags) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL and not is_mounted(target):
+            return
+        raise MountError(f"unmount {target}: {os.strerror(err)}")
+
+
+def _mount_hint(err: int, data: str | None) -> str | None:
+    if err == errno.EPERM:
+        return "mounting needs root (CAP_SYS_ADMIN)"
+    if err == errno.EINVAL and data and len(data) >= PAGE_SIZE:
+        return "overlay option string longer than a page"
+    if err == errno.ENOENT:
+        return "a layer directory is missing: run 'pybuild system check --repair'"
+    return None
+
+
+def mountinfo_targets() -> list[str]:
+    """Mount points of this mount namespace, decoded from /proc/self/mountinfo."""
+    out = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            field = line.split(b" ", 5)[4]
+            out.append(os.fsdecode(field).encode().decode("unicode_escape")
+                       if b"\\" in field else os.fsdecode(field))
+    return out
+
+
+def is_mounted(target: str | os.PathLike[str]) -> bool:
+    target = os.path.realpath(target)
+    return target in mountinfo_targets()
+
+
+def mounts_under(prefix: str | os.PathLike[str]) -> list[str]:
+    """Mount points at or below ``prefix``, deepest first (the order to unmount them)."""
+    prefix = os.path.realpath(prefix).rstrip("/")
+    found = [t for t in mountinfo_targets() if t == prefix or t.startswith(prefix + "/")]
+    return sorted(set(found), key=len, reverse=True)
+
+
+def overlay_options(lowers: Sequence[str], upper: str | None, work: str | None) -> str:
+    opts = "lowerdir=" + ":".join(lowers)
+    if upper is not None:
+        opts += f",upperdir={upper},workdir={work}"
+    # No redirects or metacopy: a renamed directory must be copied up whole so
+    # the upper dir alone is a complete changeset that can be tarred as a layer.
+    opts += ",redirect_dir=off,metacopy=off,index=off"
+    return opts
+
+
+def mount_overlay(overlay_root: Path, lowers: Sequence[str], upper: str | None,
+                  work: str | None, target: Path, readonly: bool = False) -> None:
+    """Mount an overlay whose lower/upper/work paths are given relative to ``overlay_root``.
+
+    ``lowers`` are nearest first, e.g. ``["l/ABC", "l/DEF"]``.
+    """
+    flags = MS_RDONLY if readonly else 0
+    absolute = overlay_options([str(overlay_root / p) for p in lowers],
+                               None if upper is None else str(overlay_root / upper),
+                               None if work is None else str(overlay_root / work))
+    if len(absolute) < PAGE_SIZE:
+        mount("overlay", target, "overlay", flags, absolute)
+        return
+    relative = overlay_options(lowers, upper, work)
+    if len(relative) >= PAGE_SIZE:
+        raise MountError(f"overlay option string for {len(lowers)} layers is {len(relative)} bytes",
+                         "longer than a page even with short links")
+    _mount_from(overlay_root, "overlay", target, "overlay", flags, relative)
+
+
+def _mount_from(cwd: Path, source: str, target: Path, fstype: str, flags: int, data: str) -> None:
+    """mount(2) in a child whose cwd is ``cwd`` (the parent's cwd is shared state)."""
+    target = target.absolute()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(r)
+            os.chdir(cwd)
+            if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+                code = ctypes.get_errno() or 1
+        except BaseException:
+            code = errno.EIO
+        finally:
+            os.write(w, code.to_bytes(4, "little"))
+            os._exit(0)
+    os.close(w)
+    try:
+        result = os.read(r, 4)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    err = int.from_bytes(result or b"\x05\x00\x00\x00", "little")
+    if err:
+        raise MountError(f"mount overlay on {target}: {os.strerror(err)}", _mount_hint(err, data))

@@ -1,0 +1,381 @@
+"""The store as a whole: opening a root, writing layers and images, GC, checks.
+
+Concurrency: processes that add to the store hold the root lock shared; the
+garbage collector holds it exclusive, so it never sweeps a layer or blob that
+a running import, pull or build has written but not yet referenced. Work in
+progress is owned through locked files under ``tmp/`` (see ``locks``), which
+lets any process recognise and remove what a killed one left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import (
+    LayerNotFound,
+    PybuildError,
+    StoreError,
+    UnsupportedFilesystem,
+)
+
+from . import digest as _digest
+from . import reference as _reference
+from .blobs import BlobStore
+from .fsutil import atomic_write, remove_tree
+from .images import Image, ImageStore, now_iso
+from .layers import Layer, LayerStore, Snapshot
+from .locks import is_abandoned, locked
+from .model import (
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    ContainerConfig,
+    Descriptor,
+    HistoryEntry,
+    ImageConfig,
+    Platform,
+)
+
+DEFAULT_ROOT = "/var/lib/pybuild"
+FORMAT_VERSION = "1"
+OVERLAYFS_MAGIC = 0x794C7630
+
+_SUBDIRS = ("tmp", "blobs/sha256", "overlay2/l", "layerdb/sha256", "layerdb/mounts",
+            "imagedb/sha256", "containers", "volumes")
+
+
+@dataclass
+class GCReport:
+    layers: int = 0
+    dirs: int = 0
+    blobs: int = 0
+    bytes_freed: int = 0
+    leftovers: int = 0
+
+
+@dataclass
+class Problem:
+    what: str
+    repaired: bool = False
+
+
+@dataclass
+class CheckReport:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, what: str, repaired: bool = False) -> None:
+        self.problems.append(Problem(what, repaired))
+
+    @property
+    def ok(self) -> bool:
+        return all(p.repaired for p in self.problems)
+
+
+class Store:
+    """A pybuild store rooted at one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.lock_path = root / "store.lock"
+        self.blobs = BlobStore(root / "blobs" / "sha256", self.tmp)
+        self.layers = LayerStore(root)
+        self.images = ImageStore(root, self.blobs)
+
+    # ---- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
+        path = Path(root or os.environ.get("PYBUILD_ROOT") or DEFAULT_ROOT).absolute()
+        store = cls(path)
+        marker = path / "version"
+        if not marker.exists():
+            store._initialise()
+        store.clean_abandoned()
+        return store
+
+    def _initialise(self) -> None:
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store root {self.root}: {exc.strerror}") from None
+        with locked(self.root / "init.lock"):
+            if (self.root / "version").exists():
+                return
+            check_filesystem(self.root)
+            os.chmod(self.root, 0o700)
+            for sub in _SUBDIRS:
+                (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.root / "overlay2", 0o710)
+            atomic_write(self.root / "version", FORMAT_VERSION.encode(), 0o600)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the root shared while adding to the store (the GC waits for it)."""
+        with locked(self.lock_path, shared=True):
+            yield
+
+    def clean_abandoned(self) -> int:
+        """Remove what killed processes left: temp blobs and uncommitted layer dirs. Cheap."""
+        count = 0
+        try:
+            entries = list(os.scandir(self.tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.name.startswith("blob-") and is_abandoned(Path(entry.path)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                count += 1
+        if any(e.name.endswith(".owner") for e in entries):
+            count += self.layers.clean_abandoned()
+        return count
+
+    # ---- writing layers and images ------------------------------------------
+
+    def commit_snapshot(self, snap: Snapshot, compression: str = "gzip",
+                        source_date_epoch: int | None = None) -> tuple[Layer, Descriptor]:
+        """Tar a written layer dir into a blob and commit the layer; returns it and its descriptor."""
+        from .compression import Compression
+        from .layertar import write_layer
+
+        comp = {"gzip": Compression.GZIP, "zstd": Compression.ZSTD}.get(compression)
+        if comp is None:
+            raise PybuildError(f"unknown compression {compression!r}", "use gzip or zstd")
+        try:
+            with self.blobs.writer() as w:
+                blob = write_layer(snap.diff_dir, w, comp, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
+                dgst = w.commit()
+        except BaseException:
+            self.layers.discard(snap)
+            raise
+        _digest.verify(blob.digest, dgst, "layer blob")
+        layer = self.layers.commit(snap, blob.diff_id)
+        media = OCI_LAYER_ZSTD if comp is Compression.ZSTD else OCI_LAYER_GZIP
+        return layer, Descriptor(media, dgst, blob.size)
+
+    def import_tar(self, stream: BinaryIO, ref: _reference.Reference | None, *,
+                   message: str = "", changes: ContainerConfig | None = None,
+                   compression: str = "gzip", source: str = "-") -> Image:
+        """A rootfs tarball (plain or compressed) becomes a one-layer image, as ``docker import``."""
+        from .layertar import apply_layer
+
+        with self.writing():
+            snap = self.layers.create(None)
+            try:
+                apply_layer(stream, snap.diff_dir)
+            except BaseException:
+                self.layers.discard(snap)
+                raise
+            epoch = _source_date_epoch()
+            layer, desc = self.commit_snapshot(snap, compression, epoch)
+            created = now_iso() if epoch is None else _epoch_iso(epoch)
+            config = ImageConfig(
+                diff_ids=(layer.diff_id,),
+                config=changes or ContainerConfig(),
+                history=(HistoryEntry(created=created, created_by=f"pybuild import {source}",
+                                      comment=message or "Imported from " + source),),
+                created=created,
+                platform=Platform.host(),
+            )
+            image = self.images.create(config, [desc])
+            if ref is not None:
+                self.images.tag(ref, image.manifest_digest)
+        return image
+
+    # ---- garbage collection ---------------------------------------------------
+
+    def gc(self, wait: bool = True) -> GCReport | None:
+        """Remove layers, layer dirs and blobs no image or container uses.
+
+        With ``wait=False`` returns None at once if another process is writing.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return None
+            return self._sweep()
+        finally:
+            os.close(fd)
+
+    def live_set(self) -> tuple[set[str], set[str]]:
+        """(chain ids, blob digests) reachable from images and containers."""
+        chains: set[str] = set()
+        blobs: set[str] = set()
+        for image in self.images.walk():
+            blobs.add(image.manifest_digest)
+            blobs.add(image.config_digest)
+            blobs.update(d.digest for d in image.manifest.layers)
+            chains.update(image.chain_ids)
+        for rw in self.layers.walk_rw():
+            chain = rw.parent
+            while chain is not None and chain not in chains:
+                chains.add(chain)
+                try:
+                    chain = self.layers.get(chain).parent
+                except LayerNotFound:
+                    break
+        return chains, blobs
+
+    def _sweep(self) -> GCReport:
+        report = GCReport(leftovers=self.clean_abandoned())
+        live_chains, live_blobs = self.live_set()
+        for layer in list(self.layers.walk()):
+            if layer.chain_id not in live_chains:
+                report.bytes_freed += layer.size
+                self.layers.remove(layer.chain_id)
+                report.layers += 1
+        for staging_dir in (self.layers.db, self.layers.mounts_db):
+            for entry in os.scandir(staging_dir):
+                if entry.name.startswith((".tmp-", ".rm-")):
+                    remove_tree(entry.path)
+                    report.leftovers += 1
+        for cache_id in self.layers.orphan_dirs():
+            self.layers.remove_orphan_dir(cache_id)
+            report.dirs += 1
+        self.layers.repair_links()
+        for dgst in list(self.blobs.walk()):
+            if dgst not in live_blobs:
+                with contextlib.suppress(OSError):
+                    report.bytes_freed += self.blobs.path(dgst).stat().st_size
+                self.blobs.delete(dgst)
+                report.blobs += 1
+        return report
+
+    # ---- consistency ------------------------------------------------------------
+
+    def check(self, repair: bool = False) -> CheckReport:
+        report = CheckReport()
+        for path, want in ((self.root, 0o700), (self.root / "overlay2", 0o710)):
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o007:
+                if repair:
+                    os.chmod(path, want)
+                report.add(f"{path} is accessible to other users (mode {mode:o})", repair)
+        missing, dangling = self.layers.check_links()
+        for cache_id in missing:
+            report.add(f"layer dir {cache_id}: short link missing", repair)
+        for name in dangling:
+            report.add(f"short link l/{name} dangles", repair)
+        if repair and (missing or dangling):
+            self.layers.repair_links()
+        for layer in self.layers.walk():
+            if not (self.root / "overlay2" / layer.cache_id / "diff").is_dir():
+                report.add(f"layer {layer.chain_id}: directory overlay2/{layer.cache_id} missing")
+        refs = self.images.refs()
+        for key, target in refs.items():
+            if not self.images.exists(target):
+                report.add(f"reference {key} points to missing image {target}", repair)
+                if repair:
+                    with contextlib.suppress(PybuildError):
+                        self.images.untag(_reference.parse(key))
+        for image in self.images.walk():
+            self._check_image(image, report, repair)
+        leftovers = [e.name for e in os.scandir(self.tmp)
+                     if (e.name.endswith(".owner") or e.name.startswith("blob-")) and is_abandoned(Path(e.path))]
+        for name in leftovers:
+            report.add(f"leftover from an interrupted operation: tmp/{name}", repair)
+        if repair and leftovers:
+            self.clean_abandoned()
+        return report
+
+    def _check_image(self, image: Image, report: CheckReport, repair: bool) -> None:
+        name = image.short_id
+        for desc in (image.manifest.config, *image.manifest.layers):
+            if not self.blobs.exists(desc.digest):
+                report.add(f"image {name}: blob {desc.digest} missing")
+        for chain, diff_id, desc in zip(image.chain_ids, image.config.diff_ids, image.manifest.layers):
+            if self.layers.exists(chain):
+                continue
+            fixed = False
+            if repair and self.blobs.exists(desc.digest):
+                parent = _parent_chain(image.chain_ids, chain)
+                with contextlib.suppress(PybuildError), self.blobs.open(desc.digest) as f:
+                    self.layers.register(f, parent, expected_diff_id=diff_id)
+                    fixed = True
+            report.add(f"image {name}: layer {chain} missing", fixed)
+
+    # ---- usage --------------------------------------------------------------------
+
+    def disk_usage(self) -> dict[str, tuple[int, int, int]]:
+        """kind -> (count, bytes, reclaimable bytes)."""
+        images = list(self.images.walk())
+        live_chains, live_blobs = self.live_set()
+        layers = list(self.layers.walk())
+        blob_sizes = {d: self.blobs.path(d).stat().st_size for d in self.blobs.walk()}
+        tagged = set(self.images.refs().values())
+        image_bytes = sum(img.size for img in images)
+        untagged = sum(img.size for img in images if img.manifest_digest not in tagged)
+        return {
+            "Images": (len(images), image_bytes, untagged),
+            "Layers": (len(layers), sum(layer.size for layer in layers),
+                       sum(layer.size for layer in layers if layer.chain_id not in live_chains)),
+            "Blobs": (len(blob_sizes), sum(blob_sizes.values()),
+                      sum(s for d, s in blob_sizes.items() if d not in live_blobs)),
+        }
+
+
+def _parent_chain(chain_ids: list[str], chain: str) -> str | None:
+    i = chain_ids.index(chain)
+    return chain_ids[i - 1] if i else None
+
+
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise PybuildError(f"invalid SOURCE_DATE_EPOCH {value!r}", "expected seconds since 1970") from None
+
+
+def _epoch_iso(epoch: int) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_filesystem(root: Path) -> None:
+    """Refuse a root that cannot hold overlay upper dirs: try a real overlay mount in it."""
+    from . import mount as _mount
+
+    f_type = _statfs_type(root)
+    if f_type == OVERLAYFS_MAGIC:
+        raise UnsupportedFilesystem(f"store root {root} is on overlayfs",
+                                    "overlay upper dirs cannot live on overlayfs; use --root on ext4, xfs or btrfs")
+    probe = root / f".fscheck-{os.getpid()}"
+    try:
+        for sub in ("lower", "upper", "work", "merged"):
+            (probe / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            os.setxattr(probe / "upper", "trusted.pybuild.check", b"y")
+        except OSError as exc:
+            raise UnsupportedFilesystem(f"store root {root} does not support trusted xattrs ({exc.strerror})",
+                                        "overlay needs them for whiteouts; use --root on ext4, xfs or btrfs") from None
+        try:
+            _mount.mount_overlay(probe, ["lower"], "upper", "work", probe / "merged")
+        except PybuildError as exc:
+            raise UnsupportedFilesystem(f"store root {root} cannot hold overlay upper dirs ({exc.message})",
+                                        "use --root on ext4, xfs or btrfs, as root") from None
+        _mount.umount(probe / "merged")
+    finally:
+        remove_tree(probe)
+
+
+def _statfs_type(path: Path) -> int:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    buf = ctypes.create_string_buffer(256)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return 0
+    return int(struct.unpack_from("l", buf.raw)[0])

@@ -1,0 +1,114 @@
+"""Fixtures shared by all tests: a private store root per test, the CLI, a busybox image.
+
+Every test gets its own store root under a temp dir (never /var/lib/pybuild)
+and, whatever happens in the test, everything mounted below it is unmounted
+and the tree removed afterwards. The teardown asserts that nothing leaked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PYBUILD_SHARED_DIR") or REPO.parent / "shared")
+# Temp dirs on the same disk as the store would be: /tmp may be tmpfs elsewhere.
+TMP_BASE = Path(os.environ.get("PYBUILD_TEST_TMP", "/var/tmp"))
+
+
+def _mounts_under(prefix: str) -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].encode().decode("unicode_escape")
+            if target == prefix or target.startswith(prefix.rstrip("/") + "/"):
+                out.append(target)
+    return sorted(out, key=len, reverse=True)
+
+
+def _force_unmount(prefix: str) -> list[str]:
+    leaked = _mounts_under(prefix)
+    for target in leaked:
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+    return leaked
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A scratch dir on a real disk filesystem (overlay needs one), cleaned up even on failure."""
+    TMP_BASE.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="pybuild-test-", dir=TMP_BASE))
+    try:
+        yield path
+    finally:
+        leaked = _force_unmount(str(path))
+        shutil.rmtree(path, ignore_errors=True)
+        assert not leaked, f"mounts left behind: {leaked}"
+
+
+@pytest.fixture
+def store_root(workdir: Path) -> Path:
+    return workdir / "root"
+
+
+@pytest.fixture
+def store(store_root: Path):  # type: ignore[no-untyped-def]
+    from pybuild.store.root import Store
+
+    return Store.open(store_root)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Cli:
+    """Runs the real ``pybuild`` command against a test's store root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, *args: str, input: bytes | None = None, check: bool = True,
+                 env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+        full_env = dict(os.environ)
+        full_env.pop("PYBUILD_ROOT", None)
+        full_env.update(env or {})
+        proc = subprocess.run([sys.executable, "-m", "pybuild", "--root", str(self.root), *args],
+                              input=input, capture_output=True, env=full_env, timeout=timeout)
+        result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pybuild {' '.join(args)} failed ({proc.returncode}):\n{result.stderr}{result.stdout}")
+        return result
+
+
+@pytest.fixture
+def cli(store_root: Path) -> Cli:
+    return Cli(store_root)
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox rootfs tar made by the shared script from Debian's busybox-static."""
+    script = SHARED / "bench" / "make-busybox-rootfs"
+    assert script.exists(), f"missing {script} (set PYBUILD_SHARED_DIR)"
+    out = tmp_path_factory.mktemp("busybox") / "busybox.tar"
+    subprocess.run(["sh", str(script), str(out)], check=True)
+    return out
+
+
+@pytest.fixture
+def busybox(cli: Cli, busybox_tar: Path) -> str:
+    """The busybox rootfs imported as ``busybox:latest`` in the test's store."""
+    cli("import", str(busybox_tar), "busybox:latest")
+    return "busybox:latest"
