@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pybuild.errors import ConflictError, ImageNotFound, InvalidReference, StoreError
+from pybuild.errors import ConflictError, ImageNotFound, InvalidReference, PybuildError, StoreError
 
 from . import digest as _digest
 from . import reference as _reference
@@ -85,6 +85,9 @@ class ImageStore:
         """Make a manifest already in the blob store an image of this store."""
         path = self.db / _digest.hex_of(manifest_digest)
         if not path.exists():
+            # Parse first: an image that cannot be read must never become a GC root.
+            manifest = Manifest.from_bytes(self.blobs.read(manifest_digest))
+            ImageConfig.from_bytes(self.blobs.read(manifest.config.digest))
             atomic_write(path, json.dumps({"manifest": manifest_digest, "recorded": now_iso()}).encode())
         return self.get(manifest_digest)
 
@@ -107,8 +110,11 @@ class ImageStore:
         for entry in sorted(os.scandir(self.db), key=lambda e: e.name):
             if entry.name.startswith("."):
                 continue
-            with contextlib.suppress(ImageNotFound, StoreError, ValueError):
-                yield self.get("sha256:" + entry.name)
+            try:
+                image = self.get("sha256:" + entry.name)
+            except (PybuildError, ValueError):
+                continue  # reported by 'system check'
+            yield image
 
     def forget(self, manifest_digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -420,12 +420,12 @@ class LayerStore:
                 short = (Path(entry.path) / "link").read_text().strip()
             except FileNotFoundError:
                 continue
-            link = self.links / short
-            if not link.is_symlink() or os.readlink(link) != f"../{entry.name}/diff":
+            link_path = self.links / short
+            if not link_path.is_symlink() or os.readlink(link_path) != f"../{entry.name}/diff":
                 missing.append(entry.name)
-        for link in os.scandir(self.links):
-            if not os.path.exists(link.path):
-                dangling.append(link.name)
+        for link_entry in os.scandir(self.links):
+            if not os.path.exists(link_entry.path):
+                dangling.append(link_entry.name)
         return missing, dangling
 
     def repair_links(self) -> bool:

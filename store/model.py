@@ -8,8 +8,10 @@ does not know.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform as _platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +45,15 @@ class ManifestError(PybuildError):
 def canonical_json(obj: Any) -> bytes:
     """Deterministic JSON (sorted keys, no spaces): same document, same digest."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@contextlib.contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """Turn the type errors of a document with wrong shapes into a ManifestError."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ManifestError(f"malformed {what}: {type(exc).__name__}: {exc}") from None
 
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
@@ -123,7 +134,10 @@ class Descriptor:
         if size < 0:
             raise ManifestError("malformed descriptor: negative size")
         plat = doc.get("platform")
-        return cls(media_type, dgst, size, dict(doc.get("annotations") or {}),
+        annotations = doc.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise ManifestError("malformed descriptor: annotations must map strings to strings")
+        return cls(media_type, dgst, size, dict(annotations),
                    Platform.from_json(plat) if isinstance(plat, dict) else None)
 
 
@@ -289,7 +303,11 @@ class ImageConfig:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ImageConfig:
-        doc = _load(data, "image config")
+        with _malformed("image config"):
+            return cls._parse(_load(data, "image config"))
+
+    @classmethod
+    def _parse(cls, doc: dict[str, Any]) -> ImageConfig:
         rootfs = doc.get("rootfs") or {}
         try:
             diff_ids = tuple(_digest.validate(d) for d in rootfs.get("diff_ids") or ())
@@ -329,7 +347,11 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data: bytes, media_type: str | None = None) -> Manifest:
-        doc = _load(data, "manifest")
+        with _malformed("manifest"):
+            return cls._parse(_load(data, "manifest"), media_type)
+
+    @classmethod
+    def _parse(cls, doc: dict[str, Any], media_type: str | None) -> Manifest:
         if doc.get("schemaVersion") != 2:
             raise ManifestError("unsupported manifest schema version", "only schema 2 is supported")
         try:
@@ -361,7 +383,11 @@ class Index:
 
     @classmethod
     def from_bytes(cls, data: bytes, media_type: str | None = None) -> Index:
-        doc = _load(data, "index")
+        with _malformed("index"):
+            return cls._parse(_load(data, "index"), media_type)
+
+    @classmethod
+    def _parse(cls, doc: dict[str, Any], media_type: str | None) -> Index:
         if doc.get("schemaVersion") != 2:
             raise ManifestError("unsupported index schema version")
         manifests = tuple(Descriptor.from_json(d) for d in doc.get("manifests") or ())

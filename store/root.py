@@ -154,10 +154,10 @@ class Store:
             with self.blobs.writer() as w:
                 blob = write_layer(snap.diff_dir, w, comp, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
                 dgst = w.commit()
+            _digest.verify(blob.digest, dgst, "layer blob")
         except BaseException:
             self.layers.discard(snap)
             raise
-        _digest.verify(blob.digest, dgst, "layer blob")
         layer = self.layers.commit(snap, blob.diff_id)
         media = OCI_LAYER_ZSTD if comp is Compression.ZSTD else OCI_LAYER_GZIP
         return layer, Descriptor(media, dgst, blob.size)
@@ -279,6 +279,13 @@ class Store:
                 if repair:
                     with contextlib.suppress(PybuildError):
                         self.images.untag(_reference.parse(key))
+        for entry in os.scandir(self.images.db):
+            if entry.name.startswith("."):
+                continue
+            try:
+                self.images.get("sha256:" + entry.name)
+            except (PybuildError, ValueError) as exc:
+                report.add(f"image record {entry.name[:12]} is unreadable: {exc}")
         for image in self.images.walk():
             self._check_image(image, report, repair)
         leftovers = [e.name for e in os.scandir(self.tmp)
