@@ -1,0 +1,865 @@
+"""One interface over cgroup v1 and cgroup v2: create, limit, join, watch, freeze, kill, remove.
+
+The version is detected at run time from ``/proc/self/mountinfo``: when
+``/sys/fs/cgroup`` itself is a ``cgroup2`` mount the host is pure v2,
+otherwise each v1 controller is found at its own mount point (a hybrid host
+may also have a ``cgroup2`` mount, e.g. ``/sys/fs/cgroup/unified``, which
+:class:`CgroupV2` can use when asked to).
+
+Docker's flags map to files the way runc's ``fs`` and ``fs2`` managers do it:
+
+============== ================================================ ===========================
+flag           cgroup v1                                        cgroup v2
+============== ================================================ ===========================
+--memory       memory.limit_in_bytes                            memory.max
+--memory-swap  memory.memsw.limit_in_bytes (memory + swap)      memory.swap.max (swap only)
+--cpus         cpu.cfs_period_us = 100000, cpu.cfs_quota_us     cpu.max "quota 100000"
+--cpu-shares   cpu.shares                                       cpu.weight (converted)
+--pids-limit   pids.max                                         pids.max
+============== ================================================ ===========================
+
+A cgroup is named by its path relative to the root of every hierarchy, e.g.
+``pybuild/<container-id>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import re
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pybuild.errors import ContainerError, UsageError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+CPU_PERIOD_US = 100_000
+MIN_CPU_QUOTA_US = 1_000
+MIN_CPU_SHARES = 2
+MAX_CPU_SHARES = 262_144
+MIN_MEMORY = 6 * 1024 * 1024  # Docker's linuxMinMemory
+# v1 reports "no limit" as PAGE_COUNTER_MAX pages: LONG_MAX rounded down to a page.
+V1_UNLIMITED_THRESHOLD = (1 << 63) - (1 << 20)
+
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset")
+V2_CONTROLLERS = ("cpu", "memory", "pids")
+
+_POLL = 0.01
+
+
+class CgroupNotFound(ContainerError):
+    """The named cgroup does not exist in any hierarchy."""
+
+
+class CgroupVanished(ContainerError):
+    """A cgroup file or directory disappeared while it was used (removed concurrently)."""
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits, in Docker's terms (``docker run`` flags)."""
+
+    memory: int | None = None  # bytes (-m)
+    memory_swap: int | None = None  # memory + swap in bytes (--memory-swap); -1 = unlimited swap
+    cpus: float | None = None  # --cpus
+    cpu_shares: int | None = None  # --cpu-shares
+    pids: int | None = None  # --pids-limit; <= 0 means unlimited
+
+
+@dataclass(frozen=True)
+class Stats:
+    cpu_usage_ns: int
+    memory_usage: int
+    memory_limit: int | None
+    pids: int
+    pids_limit: int | None
+
+
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def _ram_in_bytes(text: str) -> int:
+    """Docker's RAMInBytes: a number with an optional binary unit (b, k, m, g, t, p)."""
+    match = _MEMORY_RE.match(text.strip())
+    if not match:
+        raise UsageError(f'invalid memory value "{text}"', "use a number with an optional unit: b, k, m, g")
+    try:
+        number = float(match.group(1))
+    except ValueError:
+        raise UsageError(f'invalid memory value "{text}"') from None
+    return int(number * _UNITS[(match.group(2) or "").lower()])
+
+
+def parse_memory(text: str) -> int:
+    """Parse ``--memory``: "32m", "1g", "512k", "100b" or plain bytes; at least 6 MiB."""
+    value = _ram_in_bytes(text)
+    if value < MIN_MEMORY:
+        raise UsageError("minimum memory limit allowed is 6MB", f'got "{text}" = {value} bytes')
+    return value
+
+
+def parse_memory_swap(text: str) -> int:
+    """Parse ``--memory-swap``: like :func:`parse_memory`, or "-1" for unlimited swap."""
+    return -1 if text.strip() == "-1" else _ram_in_bytes(text)
+
+
+def cpu_shares_to_weight(shares: int) -> int:
+    """Map v1 cpu.shares [2, 262144] onto v2 cpu.weight [1, 10000] as runc does."""
+    shares = min(max(shares, MIN_CPU_SHARES), MAX_CPU_SHARES)
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def cpu_quota(cpus: float) -> int:
+    """--cpus as a CFS quota in microseconds per :data:`CPU_PERIOD_US`."""
+    return round(cpus * CPU_PERIOD_US)
+
+
+def validate(limits: Limits) -> Limits:
+    """Check limits as Docker does; clamp cpu shares into the kernel's range (0 means unset)."""
+    if limits.memory is not None and limits.memory < MIN_MEMORY:
+        raise UsageError("minimum memory limit allowed is 6MB", f"got {limits.memory} bytes")
+    if limits.memory_swap is not None:
+        if limits.memory is None:
+            raise UsageError("a memory-swap limit needs a memory limit", "set --memory as well")
+        if limits.memory_swap != -1 and limits.memory_swap < limits.memory:
+            raise UsageError("minimum memory-swap limit should be larger than memory limit",
+                             "--memory-swap is memory plus swap, or -1 for unlimited swap")
+    if limits.cpus is not None:
+        ncpu = os.cpu_count() or 1
+        if not math.isfinite(limits.cpus) or cpu_quota(limits.cpus) < MIN_CPU_QUOTA_US or limits.cpus > ncpu:
+            raise UsageError(f"invalid value {limits.cpus} for cpus",
+                             f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    shares = limits.cpu_shares
+    if shares is not None:
+        if shares < 0:
+            raise UsageError(f"invalid CPU shares {shares}", "must be a positive number")
+        shares = None if shares == 0 else min(max(shares, MIN_CPU_SHARES), MAX_CPU_SHARES)
+    return Limits(limits.memory, limits.memory_swap, limits.cpus, shares, limits.pids)
+
+
+def _check_name(name: str) -> str:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise UsageError(f"invalid cgroup name {name!r}", "use a relative path such as pybuild/<id>")
+    return name
+
+
+# ---------------------------------------------------------------- mounts
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: Path
+    root: str
+    device: str
+    fstype: str
+    options: frozenset[str]
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def cgroup_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
+    """Every cgroup and cgroup2 mount, in mount order."""
+    mounts = []
+    for line in mountinfo.read_text().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        fstype = fields[sep + 1]
+        if fstype in ("cgroup", "cgroup2"):
+            mounts.append(Mount(Path(_unescape(fields[4])), _unescape(fields[3]), fields[2], fstype,
+                                frozenset(fields[sep + 3].split(","))))
+    return mounts
+
+
+def v1_mounts() -> dict[str, Path]:
+    """Controller name -> mount point of its v1 hierarchy (the mount nearest the hierarchy root)."""
+    found: dict[str, Mount] = {}
+    for mount in cgroup_mounts():
+        if mount.fstype != "cgroup":
+            continue
+        for option in mount.options:
+            best = found.get(option)
+            if best is None or len(mount.root) < len(best.root):
+                found[option] = mount
+    return {name: m.mount_point for name, m in found.items() if name in V1_CONTROLLERS}
+
+
+def v2_mount() -> Path | None:
+    """The cgroup2 mount: /sys/fs/cgroup on a pure v2 host, else any (e.g. a hybrid's unified)."""
+    mounts = [m for m in cgroup_mounts() if m.fstype == "cgroup2"]
+    for mount in mounts:
+        if mount.mount_point == CGROUP_ROOT:
+            return mount.mount_point
+    return mounts[0].mount_point if mounts else None
+
+
+def version() -> str:
+    """"v2" when /sys/fs/cgroup is a cgroup2 mount, "v1" when v1 controllers are mounted."""
+    at_root = [m for m in cgroup_mounts() if m.mount_point == CGROUP_ROOT]
+    if at_root and at_root[-1].fstype == "cgroup2":
+        return "v2"
+    if v1_mounts():
+        return "v1"
+    if v2_mount() is not None:
+        return "v2"
+    raise ContainerError("no cgroup filesystem is mounted", "mount cgroup2 on /sys/fs/cgroup")
+
+
+def _hierarchy_roots() -> list[Path]:
+    seen: dict[str, Path] = {}
+    for mount in cgroup_mounts():
+        seen.setdefault(mount.device, mount.mount_point)
+    return list(seen.values())
+
+
+def all_pybuild_cgroups(prefix: str = "pybuild") -> list[Path]:
+    """Every cgroup directory, in every hierarchy, under a top-level directory named ``prefix*``."""
+    found: list[Path] = []
+    for root in _hierarchy_roots():
+        try:
+            tops = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and e.name.startswith(prefix)]
+        except OSError:
+            continue
+        for top in tops:
+            found.extend(Path(d) for d, _, _ in os.walk(top.path))
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- file helpers
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise _error(f"cannot read {path}: {e.strerror}", e) from e
+
+
+def _error(message: str, e: OSError, hint: str | None = None) -> ContainerError:
+    """ENOENT/ENODEV mean the cgroup directory went away under us: say so with a subclass."""
+    cls = CgroupVanished if e.errno in (errno.ENOENT, errno.ENODEV) else ContainerError
+    return cls(message, hint)
+
+
+def _read_int(path: Path) -> int:
+    return int(_read(path).split()[0])
+
+
+def _read_max(path: Path) -> int | None:
+    """A limit file: "max" (v2) or the v1 no-limit value become None."""
+    text = _read(path).split()[0]
+    if text == "max":
+        return None
+    value = int(text)
+    return None if value >= V1_UNLIMITED_THRESHOLD else value
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A flat keyed file ("key value" lines) such as cpu.stat or memory.events."""
+    out = {}
+    for line in _read(path).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def _write_raw(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, value: str, hint: str | None = None) -> None:
+    """One write(2) of ``value``; the kernel's refusal becomes a ContainerError naming the file."""
+    try:
+        _write_raw(path, value)
+    except OSError as e:
+        raise _error(f"cannot write {value!r} to {path}: {e.strerror}", e, hint) from e
+
+
+def _rss_of(pids: Iterable[int]) -> int:
+    """Resident memory of processes, for hierarchies without a memory controller."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _walk_dirs(top: Path) -> Iterator[Path]:
+    """``top`` and every child cgroup below it, parents first."""
+    for d, _, _ in os.walk(top):
+        yield Path(d)
+
+
+def _rmdir_tree(top: Path, deadline: float) -> None:
+    """Remove a cgroup and its child cgroups, bottom-up, retrying EBUSY until ``deadline``."""
+    for d in sorted(_walk_dirs(top), key=lambda p: len(p.parts), reverse=True):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise ContainerError(f"cannot remove cgroup {d}: {e.strerror}") from e
+                time.sleep(_POLL)
+
+
+def _rmdir_parents(root: Path, name: str) -> None:
+    """rmdir the now-empty ancestors of ``name`` under ``root``; stop at one still in use."""
+    parent = Path(name).parent
+    while parent != Path("."):
+        try:
+            os.rmdir(root / parent)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                return
+            raise ContainerError(f"cannot remove cgroup {root / parent}: {e.strerror}") from e
+        parent = parent.parent
+
+
+def _make_path(root: Path, name: str, created: list[Path], before: Callable[[Path], None] | None = None,
+               after: Callable[[Path], None] | None = None) -> None:
+    """mkdir each level of ``name`` below ``root``, calling ``before(parent)`` and ``after(new)`` per level.
+
+    A concurrent remove() may rmdir a shared empty parent between two mkdirs: start over then.
+    """
+    for attempt in range(5):
+        path = root
+        try:
+            for part in Path(name).parts:
+                if before is not None:
+                    before(path)
+                path = path / part
+                try:
+                    path.mkdir()
+                    created.append(path)
+                except FileExistsError:
+                    pass
+                if after is not None:
+                    after(path)
+            return
+        except FileNotFoundError as e:
+            if attempt == 4:
+                raise ContainerError(f"cannot create cgroup {path}: {e.strerror}") from e
+        except CgroupVanished:
+            if attempt == 4:
+                raise
+        except OSError as e:
+            raise ContainerError(f"cannot create cgroup {path}: {e.strerror}") from e
+
+
+def _rollback(created: list[Path]) -> None:
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+# ---------------------------------------------------------------- the interface
+
+
+class Cgroup(ABC):
+    """A cgroup named ``name`` (relative path) in one or several hierarchies."""
+
+    name: str
+
+    @abstractmethod
+    def _dirs(self) -> list[Path]:
+        """Every directory this cgroup has or will have (existing or not), one per hierarchy."""
+
+    @abstractmethod
+    def stats(self) -> Stats:
+        """CPU time, memory and pids; without a memory (pids) controller, the RSS (count) of procs()."""
+
+    @abstractmethod
+    def oom_killed(self) -> bool:
+        """True once the kernel's OOM killer killed a process of this cgroup."""
+
+    @abstractmethod
+    def can_freeze(self) -> bool:
+        """Whether this cgroup exists and has a freezer (v1 freezer hierarchy, v2 cgroup.freeze)."""
+
+    @abstractmethod
+    def freeze(self) -> None:
+        """Stop every process and return once all are frozen (ContainerError after a timeout)."""
+
+    @abstractmethod
+    def thaw(self) -> None:
+        """Let frozen processes run again; a no-op without a freezer."""
+
+    @abstractmethod
+    def frozen(self) -> bool: ...
+
+    @abstractmethod
+    def _roots(self) -> list[Path]:
+        """The hierarchy roots ``name`` is relative to."""
+
+    def paths(self) -> list[Path]:
+        """Every existing directory of this cgroup: write a pid to cgroup.procs of each to join."""
+        return [d for d in self._dirs() if d.is_dir()]
+
+    def exists(self) -> bool:
+        return bool(self.paths())
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into this cgroup in every hierarchy."""
+        dirs = self.paths()
+        if not dirs:
+            raise CgroupNotFound(f"cgroup {self.name} does not exist")
+        for d in dirs:
+            _write(d / "cgroup.procs", str(pid), f"cannot add process {pid} to cgroup {self.name}")
+
+    def procs(self) -> list[int]:
+        """Pids in this cgroup and its child cgroups, in any of its hierarchies."""
+        pids: set[int] = set()
+        for top in self.paths():
+            for d in _walk_dirs(top):
+                try:
+                    pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ENODEV):  # a child cgroup removed meanwhile
+                        continue
+                    raise ContainerError(f"cannot read {d / 'cgroup.procs'}: {e.strerror}") from e
+        return sorted(pids)
+
+    def _signal_each(self, sig: int) -> None:
+        for pid in self.procs():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        """Signal every process; freeze first so none forks away, then thaw so SIGKILL lands."""
+        if not self.exists():
+            return
+        freeze = self.can_freeze()
+        if freeze:
+            try:
+                self.freeze()
+            except ContainerError:
+                freeze = False
+        try:
+            self._signal_each(sig)
+            if not freeze:  # a fork may have raced with the first pass
+                self._signal_each(sig)
+        finally:
+            if freeze:
+                self.thaw()
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left, wait for it to go, rmdir everywhere, then the empty parents. Idempotent."""
+        deadline = time.monotonic() + timeout
+        if self.exists():
+            self._wait_empty(deadline)
+            for d in self.paths():
+                _rmdir_tree(d, deadline)
+        for root in self._roots():
+            _rmdir_parents(root, self.name)
+
+    def _wait_empty(self, deadline: float) -> None:
+        last_kill = 0.0
+        while pids := self.procs():
+            now = time.monotonic()
+            if now > deadline:
+                raise ContainerError(f"cgroup {self.name} still has processes {pids} after kill",
+                                     "they may be stuck in uninterruptible sleep")
+            if now - last_kill > 0.5:
+                self.kill_all(signal.SIGKILL)
+                last_kill = now
+            time.sleep(_POLL)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+# ---------------------------------------------------------------- v1
+
+
+class CgroupV1(Cgroup):
+    """A cgroup in the separate v1 hierarchies (memory, cpu, cpuacct, pids, freezer, cpuset)."""
+
+    def __init__(self, name: str, mounts: dict[str, Path] | None = None) -> None:
+        self.name = _check_name(name)
+        self.mounts = dict(mounts) if mounts is not None else v1_mounts()
+
+    def dir(self, controller: str) -> Path | None:
+        """This cgroup's directory in ``controller``'s hierarchy, or None if it is not mounted."""
+        mount = self.mounts.get(controller)
+        return None if mount is None else mount / self.name
+
+    def _dirs(self) -> list[Path]:
+        seen: dict[Path, None] = {}
+        for controller in V1_CONTROLLERS:
+            d = self.dir(controller)
+            if d is not None:
+                seen.setdefault(d)
+        return list(seen)
+
+    def _roots(self) -> list[Path]:
+        return list(dict.fromkeys(self.mounts[c] for c in V1_CONTROLLERS if c in self.mounts))
+
+    def _need(self, controller: str, what: str) -> Path:
+        d = self.dir(controller)
+        if d is None:
+            raise ContainerError(f"cannot set the {what} limit: the {controller} controller is not mounted",
+                                 "cgroup v1 hierarchies found: " + (", ".join(sorted(self.mounts)) or "none"))
+        return d
+
+    def _create(self, limits: Limits) -> None:
+        if limits.memory is not None:
+            self._need("memory", "memory")
+        if limits.cpus is not None or limits.cpu_shares is not None:
+            self._need("cpu", "cpu")
+        if limits.pids is not None:
+            self._need("pids", "pids")
+        if any(d.exists() for d in self._dirs()):
+            raise ContainerError(f"cgroup {self.name} already exists", "remove it first (pybuild prune)")
+        created: list[Path] = []
+        try:
+            for root in self._roots():
+                self._make(root, created)
+            self._apply(limits)
+        except BaseException:
+            _rollback(created)
+            raise
+
+    def _make(self, root: Path, created: list[Path]) -> None:
+        is_cpuset = self.mounts.get("cpuset") == root
+        _make_path(root, self.name, created, after=_inherit_cpuset if is_cpuset else None)
+
+    def _apply(self, limits: Limits) -> None:
+        mem = self.dir("memory")
+        if limits.memory is not None and mem is not None:
+            swap = limits.memory if limits.memory_swap is None else limits.memory_swap
+            _set_memory_v1(mem, limits.memory, swap)
+        cpu = self.dir("cpu")
+        if limits.cpu_shares is not None and cpu is not None:
+            _set_shares_v1(cpu, limits.cpu_shares)
+        if limits.cpus is not None and cpu is not None:
+            _set_cfs_v1(cpu, cpu_quota(limits.cpus))
+        pids = self.dir("pids")
+        if limits.pids is not None and pids is not None:
+            _write(pids / "pids.max", "max" if limits.pids <= 0 else str(limits.pids))
+
+    def stats(self) -> Stats:
+        if not self.exists():
+            raise CgroupNotFound(f"cgroup {self.name} does not exist")
+        cpuacct = self.dir("cpuacct")
+        cpu_ns = _read_int(cpuacct / "cpuacct.usage") if cpuacct is not None else 0
+        mem = self.dir("memory")
+        if mem is not None:
+            usage, limit = _read_int(mem / "memory.usage_in_bytes"), _read_max(mem / "memory.limit_in_bytes")
+        else:
+            usage, limit = _rss_of(self.procs()), None
+        pids = self.dir("pids")
+        if pids is not None:
+            count, pids_limit = _read_int(pids / "pids.current"), _read_max(pids / "pids.max")
+        else:
+            count, pids_limit = len(self.procs()), None
+        return Stats(cpu_ns, usage, limit, count, pids_limit)
+
+    def oom_killed(self) -> bool:
+        """True once the kernel OOM-killed a process here (oom_kill counter, else failcnt)."""
+        mem = self.dir("memory")
+        if mem is None or not mem.is_dir():
+            return False
+        control = _keyed(mem / "memory.oom_control")
+        if "oom_kill" in control:
+            return control["oom_kill"] > 0
+        return _read_int(mem / "memory.failcnt") > 0  # kernels < 4.13: the limit was hit
+
+    def _freezer(self) -> Path:
+        d = self.dir("freezer")
+        if d is None or not d.is_dir():
+            raise ContainerError(f"cannot freeze cgroup {self.name}: no freezer cgroup",
+                                 "the freezer controller is not mounted" if d is None else "it was removed")
+        return d / "freezer.state"
+
+    def can_freeze(self) -> bool:
+        d = self.dir("freezer")
+        return d is not None and d.is_dir()
+
+    def freeze(self, timeout: float = 5.0) -> None:
+        state = self._freezer()
+        deadline = time.monotonic() + timeout
+        tries = 0
+        while _read(state).strip() != "FROZEN":
+            if time.monotonic() > deadline:
+                self.thaw()
+                raise ContainerError(f"cannot freeze cgroup {self.name}: still {_read(state).strip()}",
+                                     f"after {timeout}s; a task may be in uninterruptible sleep")
+            if tries % 10 == 0:  # the kernel may need the request repeated to finish
+                _write(state, "FROZEN")
+            tries += 1
+            time.sleep(_POLL)
+
+    def thaw(self, timeout: float = 5.0) -> None:
+        if not self.can_freeze():
+            return
+        state = self._freezer()
+        deadline = time.monotonic() + timeout
+        _write(state, "THAWED")
+        while _read(state).strip() != "THAWED":
+            if time.monotonic() > deadline:
+                raise ContainerError(f"cannot thaw cgroup {self.name}: still {_read(state).strip()}",
+                                     f"after {timeout}s; is a parent cgroup frozen?")
+            time.sleep(_POLL)
+            _write(state, "THAWED")
+
+    def frozen(self) -> bool:
+        return self.can_freeze() and _read(self._freezer()).strip() == "FROZEN"
+
+
+def _inherit_cpuset(path: Path) -> None:
+    """A new v1 cpuset starts with empty cpus/mems and cannot take tasks: copy the parent's."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not _read(path / name).strip():
+            _write(path / name, _read(path.parent / name).strip())
+
+
+def _set_memory_v1(d: Path, memory: int, memsw: int) -> None:
+    """Write memory and memory+swap limits in the order the kernel accepts (limit <= memsw always)."""
+    swap_file = d / "memory.memsw.limit_in_bytes"
+    if not swap_file.exists():  # no swap accounting: Docker ignores --memory-swap then
+        _set_memory_limit_v1(d, memory)
+        return
+    if memsw == -1 or memory > _read_int(swap_file):
+        _write(swap_file, str(memsw))
+        _set_memory_limit_v1(d, memory)
+    else:
+        _set_memory_limit_v1(d, memory)
+        _write(swap_file, str(memsw))
+
+
+def _set_memory_limit_v1(d: Path, memory: int) -> None:
+    try:
+        _write_raw(d / "memory.limit_in_bytes", str(memory))
+    except OSError as e:
+        hint = None
+        if e.errno == errno.EBUSY:
+            hint = f"current usage is {_read_int(d / 'memory.usage_in_bytes')} bytes"
+        raise ContainerError(f"cannot write {str(memory)!r} to {d / 'memory.limit_in_bytes'}: {e.strerror}",
+                             hint) from e
+
+
+def _set_shares_v1(d: Path, shares: int) -> None:
+    _write(d / "cpu.shares", str(shares))
+    actual = _read_int(d / "cpu.shares")
+    if actual != shares:
+        raise ContainerError(f"cannot set cpu.shares to {shares}: the kernel set {actual}",
+                             f"allowed range is {MIN_CPU_SHARES} to {MAX_CPU_SHARES}")
+
+
+def _set_cfs_v1(d: Path, quota: int) -> None:
+    period_file, quota_file = d / "cpu.cfs_period_us", d / "cpu.cfs_quota_us"
+    try:
+        _write_raw(period_file, str(CPU_PERIOD_US))
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # the old quota may not fit the new period: quota first
+            raise ContainerError(f"cannot write '{CPU_PERIOD_US}' to {period_file}: {e.strerror}") from e
+        _write(quota_file, str(quota))
+        _write(period_file, str(CPU_PERIOD_US))
+        return
+    _write(quota_file, str(quota))
+
+
+# ---------------------------------------------------------------- v2
+
+
+class CgroupV2(Cgroup):
+    """A cgroup in the unified hierarchy mounted at ``root`` (default: the host's cgroup2 mount)."""
+
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.name = _check_name(name)
+        if root is None:
+            root = v2_mount()
+            if root is None:
+                raise ContainerError("no cgroup2 filesystem is mounted", "mount cgroup2 on /sys/fs/cgroup")
+        self.root = Path(root)
+        self.path = self.root / self.name
+
+    def _dirs(self) -> list[Path]:
+        return [self.path]
+
+    def _roots(self) -> list[Path]:
+        return [self.root]
+
+    def _create(self, limits: Limits) -> None:
+        required = _required_v2(limits)
+        if self.path.exists():
+            raise ContainerError(f"cgroup {self.name} already exists", "remove it first (pybuild prune)")
+        created: list[Path] = []
+        try:
+            _make_path(self.root, self.name, created, before=lambda parent: _enable_controllers(parent, required))
+            self._apply(limits)
+        except BaseException:
+            _rollback(created)
+            raise
+
+    def _apply(self, limits: Limits) -> None:
+        p = self.path
+        if limits.memory is not None:
+            _write(p / "memory.max", str(limits.memory))
+            swap = limits.memory if limits.memory_swap is None else limits.memory_swap
+            if (p / "memory.swap.max").exists():
+                _write(p / "memory.swap.max", "max" if swap == -1 else str(swap - limits.memory))
+        if limits.cpu_shares is not None:
+            _write(p / "cpu.weight", str(cpu_shares_to_weight(limits.cpu_shares)))
+        if limits.cpus is not None:
+            _write(p / "cpu.max", f"{cpu_quota(limits.cpus)} {CPU_PERIOD_US}")
+        if limits.pids is not None:
+            _write(p / "pids.max", "max" if limits.pids <= 0 else str(limits.pids))
+
+    def stats(self) -> Stats:
+        if not self.path.is_dir():
+            raise CgroupNotFound(f"cgroup {self.name} does not exist")
+        p = self.path
+        cpu_ns = _keyed(p / "cpu.stat").get("usage_usec", 0) * 1000
+        if (p / "memory.current").exists():
+            usage, limit = _read_int(p / "memory.current"), _read_max(p / "memory.max")
+        else:
+            usage, limit = _rss_of(self.procs()), None
+        if (p / "pids.current").exists():
+            count, pids_limit = _read_int(p / "pids.current"), _read_max(p / "pids.max")
+        else:
+            count, pids_limit = len(self.procs()), None
+        return Stats(cpu_ns, usage, limit, count, pids_limit)
+
+    def oom_killed(self) -> bool:
+        events = self.path / "memory.events"
+        return events.exists() and _keyed(events).get("oom_kill", 0) > 0
+
+    def can_freeze(self) -> bool:
+        return (self.path / "cgroup.freeze").exists()
+
+    def _events(self) -> dict[str, int]:
+        return _keyed(self.path / "cgroup.events")
+
+    def _set_frozen(self, value: int, timeout: float) -> None:
+        if not self.can_freeze():
+            raise ContainerError(f"cannot freeze cgroup {self.name}: no {self.path / 'cgroup.freeze'}",
+                                 "the cgroup is gone or the kernel is older than 5.2")
+        _write(self.path / "cgroup.freeze", str(value))
+        deadline = time.monotonic() + timeout
+        while self._events().get("frozen") != value:
+            if time.monotonic() > deadline:
+                raise ContainerError(f"cgroup {self.name} did not become {'frozen' if value else 'thawed'}",
+                                     f"after {timeout}s")
+            time.sleep(_POLL)
+
+    def freeze(self, timeout: float = 5.0) -> None:
+        try:
+            self._set_frozen(1, timeout)
+        except ContainerError:
+            if self.can_freeze():
+                _write(self.path / "cgroup.freeze", "0")
+            raise
+
+    def thaw(self, timeout: float = 5.0) -> None:
+        if self.can_freeze():
+            self._set_frozen(0, timeout)
+
+    def frozen(self) -> bool:
+        return self.path.is_dir() and self._events().get("frozen") == 1
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        """SIGKILL through cgroup.kill (kernel >= 5.14, no fork race); other signals per process."""
+        kill = self.path / "cgroup.kill"
+        if sig == signal.SIGKILL and kill.exists():
+            _write(kill, "1")
+        else:
+            super().kill_all(sig)
+
+
+def _required_v2(limits: Limits) -> set[str]:
+    required = set()
+    if limits.memory is not None:
+        required.add("memory")
+    if limits.cpus is not None or limits.cpu_shares is not None:
+        required.add("cpu")
+    if limits.pids is not None:
+        required.add("pids")
+    return required
+
+
+def _enable_controllers(parent: Path, required: set[str]) -> None:
+    """Enable cpu/memory/pids for ``parent``'s children when available; the required ones or fail."""
+    available = set(_read(parent / "cgroup.controllers").split())
+    missing = sorted(required - available)
+    if missing:
+        controller = missing[0]
+        raise ContainerError(
+            f"cannot set a {controller} limit: the {controller} controller is not available "
+            "in this cgroup v2 hierarchy",
+            f"{parent}/cgroup.controllers offers: {' '.join(sorted(available)) or 'nothing'}"
+            "; on a hybrid host it is bound to cgroup v1",
+        )
+    enabled = set(_read(parent / "cgroup.subtree_control").split())
+    for controller in V2_CONTROLLERS:
+        if controller not in available or controller in enabled:
+            continue
+        try:
+            _write_raw(parent / "cgroup.subtree_control", f"+{controller}")
+        except OSError as e:
+            if controller in required:
+                raise ContainerError(f"cannot enable the {controller} controller in "
+                                     f"{parent / 'cgroup.subtree_control'}: {e.strerror}",
+                                     "a cgroup with processes cannot delegate controllers") from e
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _make(name: str, ver: str | None, root: Path | None) -> CgroupV1 | CgroupV2:
+    ver = ver or version()
+    if ver == "v1":
+        return CgroupV1(name)
+    if ver == "v2":
+        return CgroupV2(name, root)
+    raise UsageError(f"invalid cgroup version {ver!r}", 'use "v1" or "v2"')
+
+
+def create(name: str, limits: Limits, version: str | None = None, *, root: Path | None = None) -> Cgroup:
+    """Create cgroup ``name`` with ``limits`` (validated first); undo everything on failure.
+
+    ``version`` defaults to the host's; "v2" on a hybrid host uses its cgroup2 mount, or ``root``.
+    """
+    limits = validate(limits)
+    group = _make(name, version, root)
+    group._create(limits)
+    return group
+
+
+def open_existing(name: str, version: str | None = None, *, root: Path | None = None) -> Cgroup:
+    """The existing cgroup ``name``; on a hybrid host found in the v1 hierarchies or else cgroup2."""
+    group = _make(name, version, root)
+    if group.exists():
+        return group
+    if version is None and isinstance(group, CgroupV1) and v2_mount() is not None:
+        other = CgroupV2(name, root)
+        if other.exists():
+            return other
+    raise CgroupNotFound(f"cgroup {name} does not exist")
