@@ -35,6 +35,21 @@ COMMANDS: dict[str, str] = {
     "prune": "pybuild.cli_images:prune_cmd",
     "system": "pybuild.cli_images:system_group",
     "parse": "pybuild.cli_build:parse_cmd",
+    "run": "pybuild.cli_containers:run_cmd",
+    "create": "pybuild.cli_containers:create_cmd",
+    "start": "pybuild.cli_containers:start_cmd",
+    "ps": "pybuild.cli_containers:ps_cmd",
+    "stop": "pybuild.cli_containers:stop_cmd",
+    "kill": "pybuild.cli_containers:kill_cmd",
+    "pause": "pybuild.cli_containers:pause_cmd",
+    "unpause": "pybuild.cli_containers:unpause_cmd",
+    "rm": "pybuild.cli_containers:rm_cmd",
+    "exec": "pybuild.cli_containers:exec_cmd",
+    "logs": "pybuild.cli_containers:logs_cmd",
+    "stats": "pybuild.cli_containers:stats_cmd",
+    "export": "pybuild.cli_containers:export_cmd",
+    "commit": "pybuild.cli_containers:commit_cmd",
+    "volume": "pybuild.cli_containers:volume_group",
 }
 
 
@@ -70,7 +85,9 @@ class LazyGroup(click.Group):
         assert isinstance(cmd, click.Command)
         return cmd
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name not in COMMANDS:
             import difflib

@@ -198,8 +198,18 @@ def image_inspect_doc(store: Store, image: Image) -> dict[str, Any]:
 @pass_settings
 def inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Show low-level information on images as JSON."""
+    from pybuild.cli_containers import container_inspect_doc
+    from pybuild.errors import ContainerNotFound
+    from pybuild.runtime.lifecycle import Runtime
+
     store = settings.store()
-    docs = [image_inspect_doc(store, store.images.resolve(n)) for n in names]
+    runtime = Runtime(store)
+    docs = []
+    for name in names:
+        try:
+            docs.append(container_inspect_doc(runtime, runtime.containers.resolve(name)))
+        except ContainerNotFound:
+            docs.append(image_inspect_doc(store, store.images.resolve(name)))
     ui.print_json(docs)
 
 

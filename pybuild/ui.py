@@ -31,8 +31,8 @@ def parse_time(text: str | None) -> _dt.datetime | None:
     # Python < 3.12 accepts at most 6 fractional digits; Go writes up to 9.
     if "." in text:
         head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = head + "." + digits[:6] + tail[len(digits):]
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        text = head + "." + tail[:min(digits, 6)] + tail[digits:]
     try:
         return _dt.datetime.fromisoformat(text)
     except ValueError:

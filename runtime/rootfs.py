@@ -437,9 +437,14 @@ def setup(spec: ContainerSpec) -> None:
         raise RootfsError(f"rootfs {spec.rootfs} is not a directory")
     try:
         _mount(None, "/", None, _m.MS_SLAVE | _m.MS_REC)
+        if spec.overlay is not None:
+            ov = spec.overlay
+            _m.mount_overlay(ov.overlay_root, list(ov.lowers), ov.upper, ov.work, root)
         _mount(root, root, None, _m.MS_BIND | _m.MS_REC)
     except OSError as exc:
         raise RootfsError(f"cannot prepare the rootfs {root}: {exc.strerror or exc}") from None
+    except MountError as exc:
+        raise RootfsError(f"cannot mount the rootfs {root}: {exc}") from None
     for mount in default_mounts():
         mount_into(root, mount, exact=True)
     create_devices(root)

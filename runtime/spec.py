@@ -178,6 +178,21 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class OverlayRootfs:
+    """An overlay the container mounts at ``rootfs`` inside its own mount namespace.
+
+    Paths are relative to ``overlay_root`` (the store's ``overlay2/``), lowers
+    nearest first. Mounted there, the rootfs is invisible to the host and
+    vanishes with the container, however the container ends.
+    """
+
+    overlay_root: Path
+    lowers: tuple[str, ...]
+    upper: str
+    work: str
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     rootfs: Path
     process: ProcessSpec
@@ -189,6 +204,7 @@ class ContainerSpec:
     masked_paths: tuple[str, ...] = DEFAULT_MASKED
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY
     init: Path | None = None
+    overlay: OverlayRootfs | None = None
 
     def __post_init__(self) -> None:
         if self.network not in NETWORK_MODES:

@@ -1,0 +1,481 @@
+"""Container commands: run, create, start, ps, stop, kill, pause, unpause, rm, exec, logs,
+stats, export, commit, volume."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Any
+
+import click
+
+from pybuild import ui
+from pybuild.cli import Settings, pass_settings
+from pybuild.errors import ContainerNotFound, PybuildError, UsageError
+
+RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+
+def _runtime(settings: Settings) -> Any:
+    from pybuild.runtime.lifecycle import Runtime
+
+    return Runtime(settings.store())
+
+
+def _memory(value: str | None) -> int | None:
+    if value is None or value == "0":
+        return None
+    from pybuild.runtime.cgroups import parse_memory
+
+    return parse_memory(value)
+
+
+def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
+    from pybuild.runtime.lifecycle import RunOptions
+
+    memory = _memory(kw["memory"])
+    swap: int | None
+    if kw["memory_swap"] is None:
+        swap = 2 * memory if memory is not None else None  # docker: swap defaults to as much as memory
+    elif kw["memory_swap"] == "-1":
+        swap = -1
+    else:
+        from pybuild.runtime.cgroups import parse_memory_swap
+
+        swap = parse_memory_swap(kw["memory_swap"])
+    labels = {}
+    for item in kw["label"]:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    return RunOptions(
+        image=image, command=list(command), entrypoint=kw["entrypoint"], env=list(kw["env"]),
+        env_files=list(kw["env_file"]), workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"],
+        name=kw["name"], network=kw["network"], tty=kw["tty"], interactive=kw["interactive"],
+        volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), memory=memory, memory_swap=swap,
+        cpus=kw["cpus"], cpu_shares=kw["cpu_shares"], pids_limit=kw["pids_limit"], init=kw["init"],
+        stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"], auto_remove=kw.get("rm", False),
+        labels=labels)
+
+
+def container_options(f: Any) -> Any:
+    options = [
+        click.option("-i", "--interactive", is_flag=True, help="Keep stdin open."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal."),
+        click.option("--name", help="Assign a name to the container."),
+        click.option("-e", "--env", multiple=True, help="Set an environment variable (NAME=value or NAME)."),
+        click.option("--env-file", multiple=True, help="Read environment variables from a file."),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="user[:group] or uid[:gid]."),
+        click.option("--entrypoint", help="Override the image's ENTRYPOINT."),
+        click.option("-h", "--hostname", help="Container host name."),
+        click.option("--network", "--net", "network", type=click.Choice(["none", "host"]), default="none",
+                     show_default=True, help="Network mode."),
+        click.option("-v", "--volume", multiple=True, help="Bind mount or volume: SRC:DEST[:ro], or DEST."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs: DEST[:options]."),
+        click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
+        click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
+        click.option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
+        click.option("-c", "--cpu-shares", type=int, help="Relative CPU weight."),
+        click.option("--pids-limit", type=int, help="Maximum number of processes (-1: unlimited)."),
+        click.option("--init", is_flag=True,
+                     help="Run an init (tini) as PID 1 that forwards signals and reaps zombies."),
+        click.option("--stop-signal", help="Signal to stop the container (default: the image's, or SIGTERM)."),
+        click.option("--stop-timeout", type=int, help="Seconds to wait before killing on stop (default 10)."),
+        click.option("-l", "--label", multiple=True, help="Set a label (key=value)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.command("run", context_settings=RUN_CONTEXT)
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
+@click.option("--rm", is_flag=True, help="Remove the container when it exits.")
+@container_options
+@pass_settings
+def run_cmd(settings: Settings, image: str, command: tuple[str, ...], detach: bool, **kw: Any) -> None:
+    """Run a command in a new container."""
+    from pybuild.runtime.run import oom_message
+
+    rt = _runtime(settings)
+    opts = _run_options(image, command, **kw)
+    config = rt.create(opts)
+    if detach:
+        rt.start_detached(config)
+        click.echo(config.id)
+        return
+    result = rt.run_foreground(config)
+    if result.oom_killed:
+        click.echo(oom_message(result.memory_limit), err=True)
+    sys.exit(result.exit_code)
+
+
+@click.command("create", context_settings=RUN_CONTEXT)
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@container_options
+@pass_settings
+def create_cmd(settings: Settings, image: str, command: tuple[str, ...], **kw: Any) -> None:
+    """Create a container without starting it; prints its ID."""
+    config = _runtime(settings).create(_run_options(image, command, **kw))
+    click.echo(config.id)
+
+
+@click.command("start")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-a", "--attach", is_flag=True, help="Run in the foreground with the terminal attached.")
+@pass_settings
+def start_cmd(settings: Settings, containers: tuple[str, ...], attach: bool) -> None:
+    """Start created or stopped containers."""
+    rt = _runtime(settings)
+    for name in containers:
+        config = rt.containers.resolve(name)
+        if attach:
+            sys.exit(rt.run_foreground(config).exit_code)
+        rt.start_detached(config)
+        click.echo(name)
+
+
+def _status_text(state: Any) -> str:
+    if state.status == "created":
+        return "Created"
+    if state.status in ("running", "paused"):
+        text = "Up " + ui.human_duration(_since(state.started_at))
+        return text + (" (Paused)" if state.status == "paused" else "")
+    return f"Exited ({state.exit_code}) {ui.ago(state.finished_at)}"
+
+
+def _since(when: str) -> float:
+    import datetime as _dt
+
+    parsed = ui.parse_time(when)
+    if parsed is None:
+        return 0.0
+    return max((_dt.datetime.now(_dt.UTC) - parsed).total_seconds(), 0.0)
+
+
+@click.command("ps")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default: running only).")
+@click.option("-q", "--quiet", is_flag=True, help="Only show container IDs.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@pass_settings
+def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool) -> None:
+    """List containers."""
+    rt = _runtime(settings)
+    rows = []
+    for config in sorted(rt.containers.walk(), key=lambda c: c.created, reverse=True):
+        try:
+            state = rt.refresh(config)
+        except ContainerNotFound:
+            continue
+        if not all_ and not state.running:
+            continue
+        command = " ".join(config.args)
+        if not no_trunc:
+            command = ui.truncate(command, 20)
+        rows.append((config.id if no_trunc else config.short_id, config.image, f'"{command}"',
+                     ui.ago(config.created), _status_text(state), "", config.name))
+    if quiet:
+        for row in rows:
+            click.echo(row[0])
+        return
+    ui.table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"), rows)
+
+
+def _each(settings: Settings, names: tuple[str, ...], action: Any) -> None:
+    """Apply ``action`` to each container, reporting failures per container, as docker does."""
+    rt = _runtime(settings)
+    failed = False
+    for name in names:
+        try:
+            action(rt, rt.containers.resolve(name))
+            click.echo(name)
+        except PybuildError as exc:
+            click.echo(f"pybuild: error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@click.command("stop")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing it.")
+@click.option("-s", "--signal", "sig", help="Signal to send instead of the container's stop signal.")
+@pass_settings
+def stop_cmd(settings: Settings, containers: tuple[str, ...], timeout: int | None, sig: str | None) -> None:
+    """Stop running containers (stop signal, then SIGKILL after the timeout)."""
+    import dataclasses
+
+    def stop(rt: Any, config: Any) -> None:
+        if sig:
+            from pybuild.runtime.lifecycle import signal_number
+
+            signal_number(sig)
+            config = dataclasses.replace(config, stop_signal=sig)
+        rt.stop(config, timeout)
+
+    _each(settings, containers, stop)
+
+
+@click.command("kill")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal to send.")
+@pass_settings
+def kill_cmd(settings: Settings, containers: tuple[str, ...], sig: str) -> None:
+    """Send a signal to running containers."""
+    from pybuild.runtime.lifecycle import signal_number
+
+    number = signal_number(sig)
+    _each(settings, containers, lambda rt, c: rt.kill(c, number))
+
+
+@click.command("pause")
+@click.argument("containers", nargs=-1, required=True)
+@pass_settings
+def pause_cmd(settings: Settings, containers: tuple[str, ...]) -> None:
+    """Freeze all processes of containers."""
+    _each(settings, containers, lambda rt, c: rt.pause(c))
+
+
+@click.command("unpause")
+@click.argument("containers", nargs=-1, required=True)
+@pass_settings
+def unpause_cmd(settings: Settings, containers: tuple[str, ...]) -> None:
+    """Thaw paused containers."""
+    _each(settings, containers, lambda rt, c: rt.unpause(c))
+
+
+@click.command("rm")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Also remove its anonymous volumes.")
+@pass_settings
+def rm_cmd(settings: Settings, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
+    """Remove containers (their layer, cgroup and record)."""
+    _each(settings, containers, lambda rt, c: rt.remove(c.id, force=force, volumes=volumes))
+
+
+@click.command("exec", context_settings=RUN_CONTEXT)
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-i", "--interactive", is_flag=True)
+@click.option("-t", "--tty", is_flag=True)
+@click.option("-e", "--env", multiple=True)
+@click.option("-u", "--user")
+@click.option("-w", "--workdir")
+@click.option("-d", "--detach", is_flag=True, help="Not supported; accepted for compatibility.", hidden=True)
+@pass_settings
+def exec_cmd(settings: Settings, container: str, command: tuple[str, ...], interactive: bool, tty: bool,
+             env: tuple[str, ...], user: str | None, workdir: str | None, detach: bool) -> None:
+    """Run a command in a running container (joins its namespaces and cgroup)."""
+    if detach:
+        raise UsageError("exec -d is not supported")
+    rt = _runtime(settings)
+    config = rt.containers.resolve(container)
+    sys.exit(rt.exec(config, list(command), env=list(env), user=user, workdir=workdir, tty=tty,
+                     interactive=interactive))
+
+
+@click.command("logs")
+@click.argument("container")
+@click.option("-f", "--follow", is_flag=True, help="Follow the output until the container exits.")
+@click.option("-n", "--tail", type=int, help="Only the last N lines.")
+@pass_settings
+def logs_cmd(settings: Settings, container: str, follow: bool, tail: int | None) -> None:
+    """Show the output of a detached container."""
+    rt = _runtime(settings)
+    rt.logs(rt.containers.resolve(container), follow, sys.stdout.buffer, sys.stderr.buffer, tail)
+
+
+@click.command("stats")
+@click.argument("containers", nargs=-1)
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@pass_settings
+def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) -> None:
+    """Live resource usage: CPU %, memory, network, PIDs (from the cgroup files)."""
+    rt = _runtime(settings)
+    while True:
+        configs = [rt.containers.resolve(n) for n in containers] if containers else \
+            [c for c in rt.containers.walk() if rt.refresh(c).running]
+        rows = []
+        for config in configs:
+            with contextlib.suppress(PybuildError) if not containers else contextlib.nullcontext():
+                s = rt.stats(config)
+                mem_pct = 100.0 * s.memory_usage / s.memory_limit if s.memory_limit else 0.0
+                rows.append((s.short_id, s.name, f"{s.cpu_percent:.2f}%",
+                             f"{ui.human_size(s.memory_usage)} / {ui.human_size(s.memory_limit)}",
+                             f"{mem_pct:.2f}%", f"{ui.human_size(s.net_rx)} / {ui.human_size(s.net_tx)}",
+                             str(s.pids)))
+        if not no_stream:
+            click.echo("\x1b[2J\x1b[H", nl=False)
+        ui.table(("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"), rows)
+        if no_stream:
+            return
+        time.sleep(0.5)
+
+
+@click.command("export")
+@click.argument("container")
+@click.option("-o", "--output", help="Write to a file instead of stdout.")
+@pass_settings
+def export_cmd(settings: Settings, container: str, output: str | None) -> None:
+    """Export a container's filesystem as a tar archive."""
+    rt = _runtime(settings)
+    config = rt.containers.resolve(container)
+    if output is None:
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a tar to a terminal", "use -o FILE or redirect stdout")
+        rt.export(config, sys.stdout.buffer)
+        return
+    import os
+
+    tmp = output + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            rt.export(config, f)
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("commit")
+@click.argument("container")
+@click.argument("reference", required=False)
+@click.option("-m", "--message", default="")
+@click.option("-a", "--author", default="")
+@click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the config.")
+@click.option("-p/--no-pause", "pause", default=True, help="Pause the container while committing.")
+@pass_settings
+def commit_cmd(settings: Settings, container: str, reference: str | None, message: str, author: str,
+               changes: tuple[str, ...], pause: bool) -> None:
+    """Create a new image from a container's changes."""
+    from pybuild.store import reference as _reference
+
+    ref = _reference.parse(reference) if reference else None
+    config_changes = None
+    if changes:
+        from pybuild.cli_build import config_from_changes
+
+        config_changes = config_from_changes(changes)
+    rt = _runtime(settings)
+    image = rt.commit(rt.containers.resolve(container), ref, message=message, author=author,
+                      changes=config_changes, pause=pause)
+    click.echo(image.id)
+
+
+def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
+    state = rt.refresh(config)
+    layers = rt.store.layers
+    graph: dict[str, str] = {}
+    with contextlib.suppress(PybuildError):
+        rw = layers.get_rw(config.id)
+        lowers = [str((layers.overlay / p).resolve()) for p in layers.lowers(rw.mount_id)]
+        graph = {"LowerDir": ":".join(lowers), "UpperDir": str(layers.overlay / rw.mount_id / "diff"),
+                 "WorkDir": str(layers.overlay / rw.mount_id / "work"),
+                 "MergedDir": str(layers.overlay / rw.mount_id / "merged")}
+    return {
+        "Id": config.id,
+        "Created": config.created,
+        "Path": config.args[0],
+        "Args": list(config.args[1:]),
+        "State": {"Status": state.status, "Running": state.status == "running",
+                  "Paused": state.status == "paused", "OOMKilled": state.oom_killed, "Pid": state.pid,
+                  "ExitCode": state.exit_code, "Error": state.error, "StartedAt": state.started_at,
+                  "FinishedAt": state.finished_at},
+        "Image": config.image_id,
+        "Name": "/" + config.name,
+        "HostConfig": {"Memory": config.memory or 0, "MemorySwap": config.memory_swap or 0,
+                       "NanoCpus": int((config.cpus or 0) * 1e9), "CpuShares": config.cpu_shares or 0,
+                       "PidsLimit": config.pids_limit, "NetworkMode": config.network,
+                       "AutoRemove": config.auto_remove, "Init": config.init,
+                       "Binds": [f"{m.source}:{m.target}" + (":ro" if m.readonly else "")
+                                 for m in config.mounts if m.kind == "bind"]},
+        "Mounts": [{"Type": m.kind, "Source": m.source if m.kind != "volume" else
+                    str(rt.volumes.data_dir(m.source)), "Name": m.source if m.kind == "volume" else "",
+                    "Destination": m.target, "RW": not m.readonly} for m in config.mounts],
+        "Config": {"Hostname": config.hostname, "User": config.user, "Env": list(config.env),
+                   "Cmd": list(config.cmd) if config.cmd is not None else None,
+                   "Entrypoint": list(config.entrypoint) if config.entrypoint is not None else None,
+                   "WorkingDir": config.cwd, "Image": config.image, "Tty": config.tty,
+                   "OpenStdin": config.interactive, "StopSignal": config.stop_signal,
+                   "StopTimeout": config.stop_timeout, "Labels": dict(config.labels)},
+        "GraphDriver": {"Name": "overlay2", "Data": graph},
+    }
+
+
+@click.group("volume")
+def volume_group() -> None:
+    """Manage volumes."""
+
+
+@volume_group.command("ls")
+@click.option("-q", "--quiet", is_flag=True)
+@pass_settings
+def volume_ls_cmd(settings: Settings, quiet: bool) -> None:
+    """List volumes."""
+    rt = _runtime(settings)
+    rows = [("local", v.name) for v in rt.volumes.walk()]
+    if quiet:
+        for _, name in rows:
+            click.echo(name)
+        return
+    ui.table(("DRIVER", "VOLUME NAME"), rows)
+
+
+@volume_group.command("create")
+@click.argument("name")
+@pass_settings
+def volume_create_cmd(settings: Settings, name: str) -> None:
+    """Create a named volume."""
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", name):
+        raise UsageError(f"invalid volume name {name!r}", "use [a-zA-Z0-9][a-zA-Z0-9_.-]+")
+    _runtime(settings).volumes.ensure(name)
+    click.echo(name)
+
+
+@volume_group.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True)
+@pass_settings
+def volume_rm_cmd(settings: Settings, names: tuple[str, ...], force: bool) -> None:
+    """Remove volumes that no container uses."""
+    from pybuild.errors import ConflictError
+
+    rt = _runtime(settings)
+    used = {m.source: c.name for c in rt.containers.walk() for m in c.mounts if m.kind == "volume"}
+    failed = False
+    for name in names:
+        try:
+            if name in used:
+                raise ConflictError(f"volume {name} is in use by container {used[name]}",
+                                    "remove the container first")
+            rt.volumes.remove(name)
+            click.echo(name)
+        except PybuildError as exc:
+            if force and not isinstance(exc, ConflictError):
+                continue
+            click.echo(f"pybuild: error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@volume_group.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def volume_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
+    """Show volumes as JSON."""
+    rt = _runtime(settings)
+    docs = []
+    for name in names:
+        v = rt.volumes.get(name)
+        docs.append({"Name": v.name, "Driver": "local", "Mountpoint": str(v.mountpoint), "CreatedAt": v.created,
+                     "Scope": "local", "Labels": {"anonymous": str(v.anonymous).lower()}})
+    ui.print_json(docs)

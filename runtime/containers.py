@@ -1,0 +1,242 @@
+"""Container records on disk: ``containers/<id>/{config.json,state.json,container.log}``.
+
+A container's config never changes after creation; its state is rewritten
+atomically on every transition under the container's lock. A state that says
+``running`` is checked against the process it names (pid and start time), so
+a monitor that died with its container is noticed by the next reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pybuild.errors import ConflictError, ContainerNotFound, UsageError
+from pybuild.store.fsutil import atomic_write, remove_tree
+from pybuild.store.images import now_iso
+from pybuild.store.locks import locked
+
+CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
+
+_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+               "nifty", "proud", "quirky", "silly", "sleepy", "tender", "vivid", "witty", "zealous", "bold")
+_NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra", "liskov",
+          "hamilton", "backus", "kay", "lamport", "perlman", "cerf", "wirth", "hoare", "milner", "allen", "shaw")
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A volume or bind in the container: ``kind`` is bind, volume (named or anonymous) or tmpfs."""
+
+    kind: str
+    source: str
+    target: str
+    readonly: bool = False
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """What a container was created with (never changes)."""
+
+    id: str
+    name: str
+    image: str                  # as the user typed it
+    image_id: str               # config digest
+    manifest: str
+    created: str
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+    hostname: str
+    network: str
+    tty: bool = False
+    interactive: bool = False
+    mounts: tuple[VolumeMount, ...] = ()
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+    init: bool = False
+    stop_signal: str = "SIGTERM"
+    stop_timeout: int = 10
+    auto_remove: bool = False
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ContainerConfig:
+        doc = dict(doc)
+        for key in ("args", "env"):
+            doc[key] = tuple(doc.get(key) or ())
+        for key in ("entrypoint", "cmd"):
+            doc[key] = tuple(doc[key]) if doc.get(key) is not None else None
+        doc["mounts"] = tuple(VolumeMount(**m) for m in doc.get("mounts") or ())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def cgroup_name(self) -> str:
+        return f"pybuild/{self.id}"
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    status: str = CREATED
+    pid: int = 0
+    pid_start: int = 0          # the process's start time (clock ticks), against pid reuse
+    monitor_pid: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ContainerState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    @property
+    def running(self) -> bool:
+        return self.status in (RUNNING, PAUSED)
+
+
+def process_start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat, or 0 if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    rest = data[data.rfind(b")") + 2:].split()
+    if rest[0] == b"Z":
+        return 0  # a zombie has finished, whatever its parent does next
+    return int(rest[19])
+
+
+def is_alive(pid: int, start: int) -> bool:
+    return pid > 0 and start > 0 and process_start_time(pid) == start
+
+
+class ContainerStore:
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "containers"
+
+    def path(self, container_id: str) -> Path:
+        if len(container_id) != 64 or not all(c in "0123456789abcdef" for c in container_id):
+            raise ContainerNotFound(f"no such container: {container_id}")
+        return self.dir / container_id
+
+    def lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path(container_id) / "lock")
+
+    def new_id(self) -> str:
+        return secrets.token_hex(32)
+
+    def create(self, config: ContainerConfig) -> None:
+        with locked(self.dir / ".names.lock"):
+            if any(c.name == config.name for c in self.walk()):
+                raise ConflictError(f'the container name "/{config.name}" is already in use',
+                                    "remove that container or choose another --name")
+            staging = self.dir / f".tmp-{config.id}"
+            staging.mkdir(mode=0o700)
+            try:
+                atomic_write(staging / "config.json", json.dumps(config.to_json(), indent=1).encode())
+                atomic_write(staging / "state.json", json.dumps(ContainerState().to_json()).encode())
+                os.rename(staging, self.path(config.id))
+            except BaseException:
+                remove_tree(staging)
+                raise
+
+    def unique_name(self) -> str:
+        taken = {c.name for c in self.walk()}
+        for _ in range(100):
+            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}"
+            if name not in taken:
+                return name
+        return f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}_{secrets.token_hex(2)}"
+
+    def config(self, container_id: str) -> ContainerConfig:
+        try:
+            return ContainerConfig.from_json(json.loads((self.path(container_id) / "config.json").read_bytes()))
+        except FileNotFoundError:
+            raise ContainerNotFound(f"no such container: {container_id[:12]}") from None
+
+    def state(self, container_id: str) -> ContainerState:
+        try:
+            return ContainerState.from_json(json.loads((self.path(container_id) / "state.json").read_bytes()))
+        except FileNotFoundError:
+            raise ContainerNotFound(f"no such container: {container_id[:12]}") from None
+
+    def save_state(self, container_id: str, state: ContainerState) -> None:
+        atomic_write(self.path(container_id) / "state.json", json.dumps(state.to_json()).encode(), durable=False)
+
+    def update_state(self, container_id: str, **changes: Any) -> ContainerState:
+        state = dataclasses.replace(self.state(container_id), **changes)
+        self.save_state(container_id, state)
+        return state
+
+    def walk(self) -> Iterator[ContainerConfig]:
+        if not self.dir.is_dir():
+            return
+        for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            with contextlib.suppress(ContainerNotFound, ValueError, TypeError):
+                yield self.config(entry.name)
+
+    def resolve(self, text: str) -> ContainerConfig:
+        """A container by full id, unique id prefix or name (``/name`` accepted)."""
+        if not text:
+            raise UsageError("empty container name")
+        name = text[1:] if text.startswith("/") else text
+        configs = list(self.walk())
+        for c in configs:
+            if c.id == text or c.name == name:
+                return c
+        matches = [c for c in configs if c.id.startswith(text)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ConflictError(f"multiple containers match {text!r}", "type more of the ID")
+        raise ContainerNotFound(f"no such container: {text}")
+
+    def log_path(self, container_id: str) -> Path:
+        return self.path(container_id) / "container.log"
+
+    def remove_record(self, container_id: str) -> None:
+        path = self.path(container_id)
+        doomed = self.dir / f".rm-{container_id}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, doomed)
+        remove_tree(doomed)
+
+    def leftovers(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return [Path(e.path) for e in os.scandir(self.dir) if e.name.startswith((".tmp-", ".rm-"))]
+
+
+def now() -> str:
+    return now_iso()

@@ -1,0 +1,648 @@
+"""The container lifecycle: create, run (foreground or detached), stop, kill, pause,
+exec, logs, stats, export, commit, remove.
+
+A running container is owned by a *monitor*: the foreground ``pybuild run``
+process itself, or for ``-d`` a small detached process (the shim) that
+survives the CLI, captures the output to ``container.log`` and records the
+exit status. The root filesystem is mounted inside the container's own mount
+namespace, so no mount is ever left on the host, however a container ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import ConflictError, ContainerError, PybuildError, UsageError
+from pybuild.store import reference as _reference
+from pybuild.store.fsutil import remove_tree
+from pybuild.store.images import Image, now_iso
+from pybuild.store.model import ContainerConfig as ImageRunConfig
+from pybuild.store.model import HistoryEntry
+from pybuild.store.root import Store
+
+from . import cgroups
+from .containers import (
+    CREATED,
+    EXITED,
+    PAUSED,
+    RUNNING,
+    ContainerConfig,
+    ContainerState,
+    ContainerStore,
+    VolumeMount,
+    is_alive,
+    process_start_time,
+)
+from .process import ContainerProcess, enter
+from .run import RunResult, execute, pump_pty
+from .spec import DEFAULT_PATH, ContainerSpec, Mount, OverlayRootfs, ProcessSpec
+from .volumes import VolumeStore
+
+TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
+_VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+@dataclass
+class RunOptions:
+    """What ``pybuild run`` / ``create`` was asked for."""
+
+    image: str
+    command: list[str] = field(default_factory=list)
+    entrypoint: str | None = None
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    name: str | None = None
+    network: str = "none"
+    tty: bool = False
+    interactive: bool = False
+    volumes: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+    init: bool = False
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
+    auto_remove: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def signal_number(name: str) -> int:
+    """``SIGTERM``, ``TERM``, ``15`` -> 15."""
+    text = name.strip().upper()
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        with contextlib.suppress(AttributeError):
+            return int(getattr(signal.Signals, text if text.startswith("SIG") else "SIG" + text))
+    raise UsageError(f"invalid signal: {name}")
+
+
+def read_env_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def merge_env(base: tuple[str, ...], extra: list[str]) -> tuple[str, ...]:
+    """Docker's rule: later wins, a bare ``NAME`` takes the host's value (or is dropped)."""
+    order: list[str] = []
+    values: dict[str, str] = {}
+    for item in [*base, *extra]:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable: {item!r}")
+        if not sep:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        if key not in values:
+            order.append(key)
+        values[key] = value
+    return tuple(f"{k}={values[k]}" for k in order)
+
+
+def find_init() -> Path:
+    for candidate in TINI_CANDIDATES:
+        if os.path.isfile(candidate):
+            return Path(candidate)
+    raise ContainerError("--init needs a static init binary on the host", "apt-get install tini")
+
+
+class Runtime:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.containers = ContainerStore(store.root)
+        self.volumes = VolumeStore(store.root)
+
+    # ---- creating ------------------------------------------------------------
+
+    def create(self, opts: RunOptions) -> ContainerConfig:
+        image = self.store.images.resolve(opts.image)
+        if image.top_chain_id is None:
+            raise ContainerError(f"image {opts.image} has no layers")
+        cfg = image.config.config
+        entrypoint: tuple[str, ...] | None = cfg.entrypoint
+        cmd: tuple[str, ...] | None = cfg.cmd
+        if opts.entrypoint is not None:
+            entrypoint = (opts.entrypoint,) if opts.entrypoint else None
+            cmd = None  # docker: overriding the entrypoint drops the image's CMD
+        if opts.command:
+            cmd = tuple(opts.command)
+        args = (*(entrypoint or ()), *(cmd or ()))
+        if not args:
+            raise UsageError("no command specified", "the image has no CMD or ENTRYPOINT; give a command")
+        cid = self.containers.new_id()
+        hostname = opts.hostname or cid[:12]
+        env = tuple(cfg.env)
+        if not any(e.startswith("PATH=") for e in env):
+            env = (f"PATH={DEFAULT_PATH}", *env)
+        extra = [f"HOSTNAME={hostname}"] + (["TERM=xterm"] if opts.tty else [])
+        for path in opts.env_files:
+            extra.extend(read_env_file(path))
+        extra.extend(opts.env)
+        env = merge_env(env, extra)
+        limits = cgroups.validate(cgroups.Limits(memory=opts.memory, memory_swap=opts.memory_swap,
+                                                 cpus=opts.cpus, cpu_shares=opts.cpu_shares,
+                                                 pids=opts.pids_limit))
+        stop_signal = opts.stop_signal or cfg.stop_signal or "SIGTERM"
+        signal_number(stop_signal)
+        if opts.init:
+            find_init()
+        mounts = self._plan_mounts(opts, cfg.volumes)
+        config = ContainerConfig(
+            id=cid, name=opts.name or self.containers.unique_name(), image=opts.image, image_id=image.id,
+            manifest=image.manifest_digest, created=now_iso(), args=args, env=env,
+            cwd=opts.workdir or cfg.working_dir or "/", user=opts.user if opts.user is not None else cfg.user,
+            hostname=hostname, network=opts.network, tty=opts.tty, interactive=opts.interactive,
+            mounts=mounts, memory=limits.memory, memory_swap=limits.memory_swap, cpus=limits.cpus,
+            cpu_shares=limits.cpu_shares, pids_limit=limits.pids, init=opts.init, stop_signal=stop_signal,
+            stop_timeout=opts.stop_timeout if opts.stop_timeout is not None else 10,
+            auto_remove=opts.auto_remove, entrypoint=entrypoint, cmd=cmd, labels=dict(opts.labels))
+        if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
+            raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        ProcessSpec(args=args, env=env, cwd=config.cwd if config.cwd.startswith("/") else "/")  # validate early
+        with self.store.writing():
+            rw = self.store.layers.create_rw(cid, image.top_chain_id)
+            try:
+                self._write_init_layer(config, Path(self.store.layers.overlay / (rw.init_id or "") / "diff"))
+                self._prepare_volumes(config, image)
+                self.containers.create(config)
+            except BaseException:
+                with contextlib.suppress(PybuildError, OSError):
+                    self.store.layers.remove_rw(cid)
+                for m in mounts:
+                    if m.kind == "volume" and m.anonymous:
+                        with contextlib.suppress(PybuildError, OSError):
+                            self.volumes.remove(m.source)
+                raise
+        return config
+
+    def _plan_mounts(self, opts: RunOptions, image_volumes: tuple[str, ...]) -> tuple[VolumeMount, ...]:
+        out: list[VolumeMount] = []
+        for text in opts.volumes:
+            parts = text.split(":")
+            if len(parts) == 1 and parts[0].startswith("/"):
+                out.append(VolumeMount("volume", self.volumes.new_anonymous_name(), parts[0], anonymous=True))
+                continue
+            if len(parts) not in (2, 3) or not parts[1].startswith("/"):
+                raise UsageError(f"invalid volume specification {text!r}", "use SRC:/container/path[:ro]")
+            readonly = len(parts) == 3 and "ro" in parts[2].split(",")
+            if len(parts) == 3 and not set(parts[2].split(",")) <= {"ro", "rw", "z", "Z", "nocopy"}:
+                raise UsageError(f"invalid mode in volume specification {text!r}")
+            source = parts[0]
+            if source.startswith("/"):
+                if not os.path.exists(source):
+                    os.makedirs(source, exist_ok=True)  # docker -v creates a missing host dir
+                out.append(VolumeMount("bind", os.path.realpath(source), parts[1], readonly))
+            elif _VOLUME_NAME_RE.fullmatch(source):
+                out.append(VolumeMount("volume", source, parts[1], readonly))
+            else:
+                raise UsageError(f"invalid volume name {source!r}",
+                                 "a host path must be absolute; a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]+")
+        for text in opts.tmpfs:
+            target, _, options = text.partition(":")
+            if not target.startswith("/"):
+                raise UsageError(f"invalid tmpfs mount {text!r}", "use /container/path[:options]")
+            out.append(VolumeMount("tmpfs", options, target))
+        taken = {m.target.rstrip("/") or "/" for m in out}
+        for path in image_volumes:
+            if (path.rstrip("/") or "/") not in taken:
+                out.append(VolumeMount("volume", self.volumes.new_anonymous_name(), path, anonymous=True))
+        return tuple(out)
+
+    def _write_init_layer(self, config: ContainerConfig, diff: Path) -> None:
+        """Generated files that belong to this container, not to its image (Docker's init layer)."""
+        etc = diff / "etc"
+        etc.mkdir(mode=0o755, exist_ok=True)
+        for d in ("proc", "sys", "dev"):
+            (diff / d).mkdir(mode=0o755, exist_ok=True)
+        (etc / "hostname").write_text(config.hostname + "\n")
+        if config.network == "host":
+            hosts = _read_host_file("/etc/hosts") or "127.0.0.1\tlocalhost\n"
+        else:
+            hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                     f"127.0.1.1\t{config.hostname}\n")
+        (etc / "hosts").write_text(hosts)
+        (etc / "resolv.conf").write_text(resolv_conf(config.network))
+        for name in ("hostname", "hosts", "resolv.conf"):
+            os.chmod(etc / name, 0o644)
+
+    def _prepare_volumes(self, config: ContainerConfig, image: Image) -> None:
+        for m in config.mounts:
+            if m.kind == "volume":
+                created = self.volumes.ensure(m.source, anonymous=m.anonymous)
+                if created:
+                    self.volumes.populate(m.source, self.store, image, m.target)
+
+    # ---- specs -------------------------------------------------------------------
+
+    def spec_for(self, config: ContainerConfig, *, tty: bool | None = None) -> ContainerSpec:
+        rw = self.store.layers.get_rw(config.id)
+        layers = self.store.layers
+        lowers = tuple(layers.lowers(rw.mount_id))
+        mounts: list[Mount] = []
+        for m in config.mounts:
+            if m.kind == "bind":
+                mounts.append(Mount.bind(m.source, m.target, readonly=m.readonly))
+            elif m.kind == "volume":
+                mounts.append(Mount.bind(str(self.volumes.data_dir(m.source)), m.target, readonly=m.readonly))
+            else:
+                opts = ("nosuid", "nodev", "noexec", *[o for o in m.source.split(",") if o])
+                mounts.append(Mount("tmpfs", m.target, "tmpfs", opts))
+        process = ProcessSpec(args=config.args, env=config.env, cwd=config.cwd, user=config.user,
+                              tty=config.tty if tty is None else tty, stdin=config.interactive)
+        return ContainerSpec(
+            rootfs=layers.overlay / rw.mount_id / "merged", process=process, hostname=config.hostname,
+            network=config.network, mounts=tuple(mounts), init=find_init() if config.init else None,
+            overlay=OverlayRootfs(layers.overlay, lowers, f"{rw.mount_id}/diff", f"{rw.mount_id}/work"))
+
+    def limits_of(self, config: ContainerConfig) -> cgroups.Limits:
+        return cgroups.Limits(memory=config.memory, memory_swap=config.memory_swap, cpus=config.cpus,
+                              cpu_shares=config.cpu_shares, pids=config.pids_limit)
+
+    # ---- running -------------------------------------------------------------------
+
+    def _claim(self, config: ContainerConfig) -> None:
+        with self.containers.lock(config.id):
+            state = self.refresh(config)
+            if state.running:
+                raise ConflictError(f"container {config.name} is already running")
+            self.containers.update_state(config.id, status=CREATED, pid=0, pid_start=0, monitor_pid=os.getpid(),
+                                         error="", exit_code=0, oom_killed=False)
+
+    def _supervise(self, config: ContainerConfig, stdin: int | None, stdout: int | None, stderr: int | None,
+                   on_started: Callable[[ContainerProcess], None] | None = None,
+                   proxy_signals: bool = True) -> RunResult:
+        """Run the container to its end as its monitor, recording every transition."""
+        spec = self.spec_for(config)
+
+        def started(proc: ContainerProcess, cg: cgroups.Cgroup) -> None:
+            self.containers.update_state(config.id, status=RUNNING, pid=proc.pid,
+                                         pid_start=process_start_time(proc.pid), started_at=now_iso(),
+                                         monitor_pid=os.getpid())
+            if on_started is not None:
+                on_started(proc)
+
+        try:
+            result = execute(spec, cgroup_name=config.cgroup_name, limits=self.limits_of(config),
+                             stdin=stdin, stdout=stdout, stderr=stderr, on_started=started,
+                             proxy_signals=proxy_signals)
+        except PybuildError as exc:
+            code = getattr(exc, "exit_code", 125)
+            self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=code, error=str(exc),
+                                         finished_at=now_iso())
+            raise
+        except BaseException:
+            self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137, finished_at=now_iso())
+            raise
+        self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=result.exit_code,
+                                     oom_killed=result.oom_killed, finished_at=now_iso())
+        return result
+
+    def run_foreground(self, config: ContainerConfig) -> RunResult:
+        """``pybuild run`` without ``-d``: this process is the monitor; stdio is the terminal's."""
+        self._claim(config)
+        try:
+            if config.tty:
+                def attach(proc: ContainerProcess) -> None:
+                    assert proc.pty_master is not None
+                    pump_pty(proc.pty_master, proc, config.interactive)
+
+                return self._supervise(config, None, None, None, on_started=attach)
+            stdin = sys.stdin.fileno() if config.interactive else None
+            return self._supervise(config, stdin, None, None)
+        finally:
+            if config.auto_remove:
+                self.remove(config.id, force=True, volumes=True)
+
+    def start_detached(self, config: ContainerConfig) -> None:
+        """``-d``: fork a monitor that outlives this process; return once the container runs."""
+        self._claim(config)
+        from .monitor import start_monitor
+
+        start_monitor(self, config)
+
+    def refresh(self, config: ContainerConfig) -> ContainerState:
+        """The container's state, corrected if its monitor died without recording the end."""
+        state = self.containers.state(config.id)
+        if state.status in (RUNNING, PAUSED) and not is_alive(state.pid, state.pid_start):
+            if state.monitor_pid and _pid_alive(state.monitor_pid):
+                time.sleep(0.05)  # the monitor is recording the exit right now
+                state = self.containers.state(config.id)
+                if not state.running:
+                    return state
+            with contextlib.suppress(PybuildError):
+                cgroups.open_existing(config.cgroup_name).remove()
+            state = self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137,
+                                                 finished_at=state.finished_at or now_iso())
+        return state
+
+    # ---- signals ---------------------------------------------------------------------
+
+    def _running(self, config: ContainerConfig) -> ContainerState:
+        state = self.refresh(config)
+        if not state.running:
+            raise ConflictError(f"container {config.name} is not running")
+        return state
+
+    def kill(self, config: ContainerConfig, sig: int = signal.SIGKILL) -> None:
+        state = self._running(config)
+        if state.status == PAUSED and sig in (signal.SIGKILL, signal.SIGTERM):
+            with contextlib.suppress(PybuildError):
+                cgroups.open_existing(config.cgroup_name).thaw()
+        if is_alive(state.pid, state.pid_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.pid, sig)
+
+    def wait_exit(self, config: ContainerConfig, timeout: float | None) -> ContainerState:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.refresh(config)
+            if not state.running:
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                return state
+            time.sleep(0.05)
+
+    def stop(self, config: ContainerConfig, timeout: int | None = None) -> None:
+        state = self.refresh(config)
+        if not state.running:
+            return
+        self.kill(config, signal_number(config.stop_signal))
+        t = config.stop_timeout if timeout is None else timeout
+        if self.wait_exit(config, t).running:
+            self.kill(config, signal.SIGKILL)
+            self.wait_exit(config, 10)
+
+    def pause(self, config: ContainerConfig) -> None:
+        state = self._running(config)
+        if state.status == PAUSED:
+            raise ConflictError(f"container {config.name} is already paused")
+        cgroups.open_existing(config.cgroup_name).freeze()
+        self.containers.update_state(config.id, status=PAUSED)
+
+    def unpause(self, config: ContainerConfig) -> None:
+        state = self._running(config)
+        if state.status != PAUSED:
+            raise ConflictError(f"container {config.name} is not paused")
+        cgroups.open_existing(config.cgroup_name).thaw()
+        self.containers.update_state(config.id, status=RUNNING)
+
+    # ---- removal -----------------------------------------------------------------------
+
+    def remove(self, container_id: str, force: bool = False, volumes: bool = False) -> None:
+        config = self.containers.config(container_id)
+        state = self.refresh(config)
+        if state.running:
+            if not force:
+                raise ConflictError(f"cannot remove container {config.name}: container is running",
+                                    "stop the container before removing it, or use -f")
+            self.kill(config, signal.SIGKILL)
+            self.wait_exit(config, 10)
+        with contextlib.suppress(PybuildError):
+            cgroups.open_existing(config.cgroup_name).remove()
+        with contextlib.suppress(PybuildError):
+            self.store.layers.remove_rw(config.id)
+        if volumes:
+            for m in config.mounts:
+                if m.kind == "volume" and m.anonymous:
+                    with contextlib.suppress(PybuildError, OSError):
+                        self.volumes.remove(m.source)
+        self.containers.remove_record(config.id)
+
+    # ---- exec, logs, stats ---------------------------------------------------------------
+
+    def exec(self, config: ContainerConfig, args: list[str], *, env: list[str], user: str | None,
+             workdir: str | None, tty: bool, interactive: bool) -> int:
+        state = self._running(config)
+        if state.status == PAUSED:
+            raise ConflictError(f"container {config.name} is paused", "unpause it first")
+        base_env = merge_env(config.env, ["TERM=xterm"] if tty else [])
+        process = ProcessSpec(args=tuple(args), env=merge_env(base_env, env),
+                              cwd=workdir or config.cwd, user=config.user if user is None else user,
+                              tty=tty, stdin=interactive)
+        cg = cgroups.open_existing(config.cgroup_name)
+        proc = enter(state.pid, process, cgroup=cg, stdin=sys.stdin.fileno() if interactive and not tty else None)
+        try:
+            from .run import forward_signals
+
+            if tty and proc.pty_master is not None:
+                pump_pty(proc.pty_master, proc, interactive)
+            with forward_signals(proc):
+                return proc.wait().code
+        finally:
+            proc.close()
+
+    def logs(self, config: ContainerConfig, follow: bool, out: BinaryIO, err: BinaryIO,
+             tail: int | None = None) -> None:
+        path = self.containers.log_path(config.id)
+        while not path.exists():
+            if not follow or not self.refresh(config).running:
+                return
+            time.sleep(0.05)
+        with open(path, "rb") as f:
+            if tail is not None:
+                lines = f.readlines()[-tail:] if tail > 0 else []
+                for line in lines:
+                    _emit_log_line(line, out, err)
+            while True:
+                line = f.readline()
+                if line.endswith(b"\n"):
+                    _emit_log_line(line, out, err)
+                    continue
+                if not follow:
+                    return
+                if not self.refresh(config).running:
+                    rest = f.read()
+                    for extra in rest.splitlines(keepends=True):
+                        _emit_log_line(extra, out, err)
+                    return
+                f.seek(f.tell() - len(line))
+                time.sleep(0.1)
+
+    def stats(self, config: ContainerConfig, interval: float = 0.5) -> ContainerStats:
+        state = self._running(config)
+        cg = cgroups.open_existing(config.cgroup_name)
+        first = cg.stats()
+        t0 = time.monotonic()
+        time.sleep(interval)
+        second = cg.stats()
+        elapsed = time.monotonic() - t0
+        cpu = max(second.cpu_usage_ns - first.cpu_usage_ns, 0) / (elapsed * 1e9) * 100
+        rx, tx = _net_bytes(state.pid)
+        return ContainerStats(config.short_id, config.name, cpu, second.memory_usage,
+                              second.memory_limit or _host_memory(), second.pids, rx, tx)
+
+    # ---- export and commit -------------------------------------------------------------
+
+    def export(self, config: ContainerConfig, out: BinaryIO) -> None:
+        from .privatemount import export_rootfs
+
+        state = self.refresh(config)
+        rw = self.store.layers.get_rw(config.id)
+        layers = self.store.layers
+        if state.running:
+            export_rootfs(out, running_pid=state.pid)
+        else:
+            lowers = [f"{rw.mount_id}/diff", *layers.lowers(rw.mount_id)]
+            export_rootfs(out, overlay_root=layers.overlay, lowers=lowers)
+
+    def commit(self, config: ContainerConfig, ref: _reference.Reference | None, *, message: str = "",
+               author: str = "", changes: ImageRunConfig | None = None, pause: bool = True) -> Image:
+        """The container's layer (its upper dir) becomes a new layer on its image."""
+        from pybuild.store.compression import Compression
+        from pybuild.store.layertar import write_layer
+        from pybuild.store.model import OCI_LAYER_GZIP, Descriptor
+
+        state = self.refresh(config)
+        base = self.store.images.get(config.manifest)
+        rw = self.store.layers.get_rw(config.id)
+        frozen = False
+        if pause and state.status == RUNNING:
+            with contextlib.suppress(PybuildError):
+                cgroups.open_existing(config.cgroup_name).freeze()
+                frozen = True
+        try:
+            with self.store.writing():
+                with self.store.blobs.writer() as w:
+                    blob = write_layer(self.store.layers.overlay / rw.mount_id / "diff", w, Compression.GZIP)  # type: ignore[arg-type]
+                    digest = w.commit()
+                with self.store.blobs.open(digest) as f:
+                    layer = self.store.layers.register(f, base.top_chain_id, expected_diff_id=blob.diff_id)
+                run_cfg = dataclasses.replace(base.config.config, env=config.env, cmd=config.cmd,
+                                              entrypoint=config.entrypoint, working_dir=config.cwd,
+                                              user=config.user)
+                if changes is not None:
+                    run_cfg = _overlay_config(run_cfg, changes)
+                created = now_iso()
+                history = HistoryEntry(created=created, created_by=" ".join(config.args), comment=message,
+                                       author=author or None)
+                new_config = dataclasses.replace(base.config, config=run_cfg, created=created,
+                                                 author=author or base.config.author).with_layer(layer.diff_id, history)
+                descs = [*base.manifest.layers, Descriptor(OCI_LAYER_GZIP, digest, blob.size)]
+                image = self.store.images.create(new_config, descs)
+                if ref is not None:
+                    self.store.images.tag(ref, image.manifest_digest)
+                return image
+        finally:
+            if frozen:
+                with contextlib.suppress(PybuildError):
+                    cgroups.open_existing(config.cgroup_name).thaw()
+
+    # ---- maintenance ---------------------------------------------------------------------
+
+    def images_in_use(self) -> set[str]:
+        return {c.manifest for c in self.containers.walk()}
+
+    def prune_leftovers(self) -> int:
+        """Half-created or half-removed container records and cgroups of dead containers."""
+        count = 0
+        for path in self.containers.leftovers():
+            remove_tree(path)
+            count += 1
+        live = {c.id for c in self.containers.walk()}
+        for cg_path in cgroups.all_pybuild_cgroups("pybuild"):
+            if cg_path.parent.name == "pybuild" and cg_path.name not in live:
+                with contextlib.suppress(PybuildError):
+                    cgroups.open_existing(f"pybuild/{cg_path.name}").remove()
+                    count += 1
+        for config in list(self.containers.walk()):
+            self.refresh(config)
+        return count
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    short_id: str
+    name: str
+    cpu_percent: float
+    memory_usage: int
+    memory_limit: int
+    pids: int
+    net_rx: int
+    net_tx: int
+
+
+def _overlay_config(base: ImageRunConfig, changes: ImageRunConfig) -> ImageRunConfig:
+    updates = {}
+    default = ImageRunConfig()
+    for f in dataclasses.fields(ImageRunConfig):
+        value = getattr(changes, f.name)
+        if value != getattr(default, f.name):
+            updates[f.name] = value
+    return dataclasses.replace(base, **updates)
+
+
+def _emit_log_line(line: bytes, out: BinaryIO, err: BinaryIO) -> None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return
+    stream = err if doc.get("stream") == "stderr" else out
+    stream.write(doc.get("log", "").encode("utf-8", "surrogateescape"))
+    stream.flush()
+
+
+def _net_bytes(pid: int) -> tuple[int, int]:
+    rx = tx = 0
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                continue
+            fields = rest.split()
+            rx += int(fields[0])
+            tx += int(fields[8])
+    return rx, tx
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _pid_alive(pid: int) -> bool:
+    return process_start_time(pid) > 0
+
+
+def _read_host_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def resolv_conf(network: str) -> str:
+    """The host's resolv.conf without loopback resolvers (they mean nothing in another netns)."""
+    text = _read_host_file("/etc/resolv.conf")
+    if network == "host":
+        return text
+    lines = [line for line in text.splitlines()
+             if not re.match(r"\s*nameserver\s+(127\.|::1\b)", line)]
+    return "\n".join(lines) + ("\n" if lines else "")
+

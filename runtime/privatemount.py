@@ -1,0 +1,107 @@
+"""Work on a container's or image's filesystem in a throw-away mount namespace.
+
+A forked child unshares its mount namespace (made private), mounts what it
+needs, does the work and exits: the mounts die with it, so nothing can be
+left mounted on the host, even if the work is interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import ContainerError
+from pybuild.store import mount as _m
+
+from . import linux
+
+
+def in_private_namespace(work: Callable[[], None], scratch: Path | None = None) -> None:
+    """Run ``work`` in a forked child with a private mount namespace; re-raise its failure here."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(r)
+            linux.unshare(linux.CLONE_NEWNS)
+            _m.mount(None, "/", None, _m.MS_REC | _m.MS_PRIVATE)
+            work()
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            code = 1
+            with contextlib.suppress(OSError):
+                os.write(w, str(exc).encode(errors="replace")[:8000])
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        message = b"".join(chunks).decode(errors="replace") or f"helper process failed (status {status})"
+        raise ContainerError(message)
+
+
+def mount_readonly_view(overlay_root: Path, lowers: list[str], target: Path) -> None:
+    """Mount layer dirs (paths relative to ``overlay_root``, nearest first) read-only at ``target``."""
+    if len(lowers) == 1:
+        _m.mount(str(overlay_root / lowers[0]), target, None, _m.MS_BIND)
+        _m.mount(None, target, None, _m.MS_BIND | _m.MS_REMOUNT | _m.MS_RDONLY)
+    else:
+        _m.mount_overlay(overlay_root, lowers, None, None, target, readonly=True)
+
+
+def export_rootfs(out: BinaryIO, *, running_pid: int | None = None, overlay_root: Path | None = None,
+                  lowers: list[str] | None = None) -> None:
+    """Write a container's filesystem as a plain tar to ``out`` (``docker export``).
+
+    For a running container its root mount is bound non-recursively (so /proc,
+    /dev and volumes stay out); otherwise its layers are mounted read-only.
+    """
+    from pybuild.store.compression import Compression
+    from pybuild.store.layertar import write_layer
+
+    out.flush()
+    out_fd = out.fileno()
+    target = Path(tempfile.mkdtemp(prefix="pybuild-export-"))
+
+    def work() -> None:
+        if running_pid is not None:
+            _m.mount(f"/proc/{running_pid}/root", target, None, _m.MS_BIND)
+        else:
+            assert overlay_root is not None and lowers is not None
+            mount_readonly_view(overlay_root, lowers, target)
+        with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as sink:
+            write_layer(target, sink, Compression.NONE)
+
+    try:
+        in_private_namespace(work)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(target)
+
+
+def copy_tree_from_view(overlay_root: Path, lowers: list[str], source: str, dest: Path) -> None:
+    """Copy ``source`` (a path inside the layers' merged view) into ``dest``, keeping metadata."""
+    from .rootfs import secure_join
+
+    target = Path(tempfile.mkdtemp(prefix="pybuild-view-"))
+
+    def work() -> None:
+        mount_readonly_view(overlay_root, lowers, target)
+        src = secure_join(str(target), source)
+        if os.path.isdir(src) and not os.path.islink(src):
+            subprocess.run(["cp", "-a", "--", src + "/.", str(dest) + "/"], check=True, capture_output=True)
+
+    try:
+        in_private_namespace(work)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(target)

@@ -1,0 +1,138 @@
+"""Running one container to completion: cgroup, spawn, wait, clean up.
+
+This is the library entry point the builder uses for RUN steps and the
+container lifecycle uses for ``pybuild run``: whatever happens (an error, an
+exception in the caller, Ctrl-C), the process is gone and its cgroup removed
+when :func:`execute` returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from . import cgroups
+from .process import ContainerProcess, ExitStatus, Stdio, spawn
+from .spec import ContainerSpec
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: ExitStatus
+    oom_killed: bool
+    memory_limit: int | None
+
+    @property
+    def exit_code(self) -> int:
+        return self.status.code
+
+
+def oom_message(limit: int | None) -> str:
+    if limit is None:
+        return "container killed: out of memory"
+    return f"container killed: out of memory (limit {limit // (1 << 20)} MiB)"
+
+
+@contextlib.contextmanager
+def forward_signals(proc: ContainerProcess) -> Iterator[None]:
+    """While the container runs, signals to this process go to it (docker run's sig-proxy)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        proc.kill(signum)
+
+    for sig in FORWARDED_SIGNALS:
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def execute(spec: ContainerSpec, *, cgroup_name: str, limits: cgroups.Limits | None = None,
+            stdin: Stdio = None, stdout: Stdio = None, stderr: Stdio = None,
+            on_started: Callable[[ContainerProcess, cgroups.Cgroup], None] | None = None,
+            proxy_signals: bool = True) -> RunResult:
+    """Run ``spec`` in a fresh cgroup and wait for it; the cgroup is removed afterwards."""
+    limits = limits or cgroups.Limits()
+    cg = cgroups.create(cgroup_name, limits)
+    try:
+        proc = spawn(spec, cgroup=cg, stdin=stdin, stdout=stdout, stderr=stderr)
+        try:
+            if on_started is not None:
+                on_started(proc, cg)
+            with forward_signals(proc) if proxy_signals else contextlib.nullcontext():
+                status = proc.wait()
+        finally:
+            proc.close()
+        oom = status.signal == signal.SIGKILL and cg.oom_killed()
+        return RunResult(status, oom, limits.memory)
+    finally:
+        cg.remove()
+
+
+def write_err(text: str, stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stderr
+    stream.write(text + ("" if text.endswith("\n") else "\n"))
+    stream.flush()
+
+
+def pump_pty(master: int, proc: ContainerProcess, interactive: bool) -> None:
+    """Copy between this terminal and the container's pty until the container's side closes."""
+    import select
+    import termios
+    import tty
+
+    stdin_fd = sys.stdin.fileno()
+    stdout_fd = sys.stdout.fileno()
+    restore = None
+    if interactive and os.isatty(stdin_fd):
+        restore = termios.tcgetattr(stdin_fd)
+        tty.setraw(stdin_fd)
+        with contextlib.suppress(OSError):
+            import fcntl
+            import struct
+
+            size = fcntl.ioctl(stdin_fd, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+            del struct
+    try:
+        fds = [master] + ([stdin_fd] if interactive else [])
+        while True:
+            ready, _, _ = select.select(fds, [], [], 0.2)
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the container closed its side
+                    break
+                if not data:
+                    break
+                os.write(stdout_fd, data)
+            if stdin_fd in ready:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    fds.remove(stdin_fd)
+                    continue
+                os.write(master, data)
+            if not ready and proc.poll() is not None:
+                # Drain what is left, then stop.
+                with contextlib.suppress(OSError):
+                    while data := os.read(master, 65536):
+                        os.write(stdout_fd, data)
+                break
+    finally:
+        if restore is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, restore)
