@@ -1129,14 +1129,14 @@ def _read_entries(rd: _TarIn) -> Iterator[tuple[_Entry, int]]:
         rd.skip(padding)
 
 
-def _apply_entry(ap: _Applier, rd: _TarIn, e: _Entry, size: int) -> int:
+def _apply_entry(ap: _Applier, rd: _TarIn, e: _Entry, size: int, whiteouts: bool = True) -> int:
     """Apply one entry; returns how many data bytes it consumed."""
     parts = _clean(e.name, e.name)
     if not parts:
         return 0  # the root itself ("./"): left as it is, like Docker
     parent, leaf = parts[:-1], parts[-1]
 
-    if leaf.startswith(WHITEOUT_PREFIX):
+    if whiteouts and leaf.startswith(WHITEOUT_PREFIX):
         if leaf == WHITEOUT_OPAQUE:
             ap.opaque(ap.dirs.parent(parent, e.name), e)
         elif leaf.startswith(WHITEOUT_META_PREFIX):
@@ -1172,6 +1172,7 @@ def apply_layer(
     target_dir: str | Path,
     *,
     expected_diff_id: str | None = None,
+    whiteouts: bool = True,
 ) -> AppliedLayer:
     """Extract a (possibly compressed) layer tar into ``target_dir``, in overlay form.
 
@@ -1180,6 +1181,10 @@ def apply_layer(
     entries that would escape the target, LayerError for malformed input and
     DigestMismatch when the tar does not hash to ``expected_diff_id``. On any
     error the target is left partly written: the caller discards it.
+
+    With ``whiteouts=False`` (a plain archive: ADD, a tar build context) no
+    name is special: ``.wh.*`` entries are created as the files they are.
+    ``trusted.overlay.*`` xattrs are refused either way.
     """
     if expected_diff_id is not None:
         _digest.validate(expected_diff_id)
@@ -1196,7 +1201,7 @@ def apply_layer(
         rd = _TarIn(src)
         for e, size in _read_entries(rd):
             try:
-                used = _apply_entry(ap, rd, e, size)
+                used = _apply_entry(ap, rd, e, size, whiteouts)
             except OSError as exc:
                 raise LayerError(
                     f'layer entry "{_show(e.name)}": {exc.strerror or exc}') from exc

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from pybuild.builder.dump import dump
 from pybuild.builder.instructions import parse_dockerfile
 from pybuild.builder.lexer import split_lines
 from pybuild.builder.shellwords import expand, expand_words
-
 from pybuild.errors import DockerfileError
 
 

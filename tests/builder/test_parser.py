@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pybuild.builder.dump import dump, go_quote
 from pybuild.builder.instructions import (
     Add,
@@ -28,7 +29,6 @@ from pybuild.builder.instructions import (
 )
 from pybuild.builder.lexer import Heredoc, RawNode, lex, split_command, split_lines
 from pybuild.builder.shellwords import expand, expand_words
-
 from pybuild.errors import DockerfileError
 
 

@@ -1,0 +1,521 @@
+"""The build context, and source trees COPY and ADD read from.
+
+A :class:`SourceTree` is a directory seen the way BuildKit sees a transferred
+context or a stage's filesystem:
+
+* paths are context paths: relative, slash-separated, cleaned like Go's
+  ``filepath.Clean`` after joining with ``/`` (so ``../x`` and ``/x`` both name
+  ``x``: a source can never leave the tree);
+* a source path is resolved component by component with every symlink
+  followed *inside* the tree (an absolute target, or one climbing out with
+  ``..``, is taken relative to the tree's root, never the host's);
+* with an ignore :class:`~.dockerignore.Matcher`, an excluded path does not
+  exist: it is never resolved, listed or read. A directory that is itself
+  excluded but holds a path an exception re-includes is there, holding only
+  that path (as the file-sync of BuildKit's context transfer sends it).
+
+:class:`Context` is the main build context: a directory, or a tar stream
+(``-`` on stdin) extracted into a private temp directory under a scratch dir.
+The extraction uses the layer store's hostile-input-safe tar applier with
+whiteout conversion off (a ``.wh.x`` file is just a file). The ignore file is
+``<Dockerfile>.dockerignore`` beside the Dockerfile when that exists, else
+``<context>/.dockerignore`` (BuildKit's rule; the two are not merged). With a
+tar context the ignore rules apply after extraction: ignored files are written
+to the temp dir but never read from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import BuildError, LayerError, UsageError
+from pybuild.runtime.rootfs import secure_join
+from pybuild.store.fsutil import remove_tree
+from pybuild.store.layertar import apply_layer
+
+from .dockerignore import Matcher, go_clean, go_match, has_wildcards, parse, split_wildcards
+
+__all__ = [
+    "Context",
+    "Entry",
+    "Selection",
+    "Source",
+    "SourceTree",
+    "clean_source",
+    "select_sources",
+    "split_parents",
+    "walk_selection",
+]
+
+MAX_SYMLINKS = 255
+_IGNORE_LIMIT = 16 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """One resolved source: ``path`` as named (wildcards expanded), ``real`` after following symlinks."""
+
+    path: str  # context path as the user named it ("." is the root)
+    real: str  # context path after every symlink was followed ("." is the root)
+    host: str  # host path of ``real``
+    st: os.stat_result  # lstat of ``host``
+
+    @property
+    def name(self) -> str:
+        """The name the source is copied under (the last component as named)."""
+        return self.path.rsplit("/", 1)[-1] if self.path != "." else "."
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+
+def clean_source(path: str) -> str:
+    """A source as a context path: joined to ``/``, cleaned, ``..`` stopping at the root."""
+    cleaned = go_clean("/" + path).lstrip("/")
+    return cleaned or "."
+
+
+def _join(base: str, name: str) -> str:
+    return name if base == "." else f"{base}/{name}"
+
+
+def split_parents(src: str) -> tuple[str, str]:
+    """``COPY --parents``: (pivot, pattern). ``a/./b/*.txt`` -> (``a``, ``b/*.txt``); no ``/./`` -> (``.``, src)."""
+    pivot, sep, pattern = src.partition("/./")
+    if not sep:
+        return ".", clean_source(src)
+    return clean_source(pivot), clean_source(pattern)
+
+
+class SourceTree:
+    """A directory COPY reads from, with an optional ignore matcher (see module doc)."""
+
+    #: How missing files are described in errors ("file not found in <where>").
+    where = "the source"
+
+    def __init__(self, root: str | os.PathLike[str], matcher: Matcher | None = None,
+                 *, where: str | None = None) -> None:
+        real = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(real):
+            raise UsageError(f"source directory {root} does not exist or is not a directory")
+        self.root = real
+        self.matcher = matcher if matcher else None
+        if where is not None:
+            self.where = where
+        self._visible: dict[str, bool] = {}
+        self._infos: dict[str, tuple[bool, ...]] = {}
+
+    # ---- paths -----------------------------------------------------------------
+
+    def host_path(self, rel: str) -> str:
+        """Host path of a real context path (no symlink resolution: pass ``Source.real``)."""
+        return self.root if rel == "." else os.path.join(self.root, rel)
+
+    def visible(self, rel: str, st: os.stat_result | None = None) -> bool:
+        """Whether the real context path ``rel`` is part of the tree (not ignored)."""
+        if self.matcher is None or rel == ".":
+            return True
+        cached = self._visible.get(rel)
+        if cached is not None:
+            return cached
+        result = True
+        if self.matcher.decide(self._match_info(rel, st)):
+            result = False
+            if self.matcher.needs_walk(rel):
+                if st is None:
+                    try:
+                        st = os.lstat(self.host_path(rel))
+                    except OSError:
+                        st = None
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    result = any(True for _ in self.children(rel))
+        if st is None or stat.S_ISDIR(st.st_mode):
+            self._visible[rel] = result  # files are asked about once per walk: not worth keeping
+        return result
+
+    def _match_info(self, rel: str, st: os.stat_result | None = None) -> tuple[bool, ...]:
+        """The matcher's per-pattern info for ``rel``, built from its parent's (directories' are kept)."""
+        assert self.matcher is not None
+        if rel == ".":
+            return self.matcher.root_info()
+        cached = self._infos.get(rel)
+        if cached is not None:
+            return cached
+        parent = rel.rpartition("/")[0] or "."
+        info = self.matcher.info(rel, self._match_info(parent))
+        if st is None or stat.S_ISDIR(st.st_mode):
+            self._infos[rel] = info
+        return info
+
+    def children(self, rel: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Visible entries of the real directory ``rel``, sorted by name: (context path, entry)."""
+        try:
+            with os.scandir(self.host_path(rel)) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            child = _join(rel, entry.name)
+            if self.matcher is None:
+                yield child, entry
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if self.visible(child, st):
+                yield child, entry
+
+    def follow(self, path: str) -> tuple[str, os.stat_result] | None:
+        """Resolve a context path following symlinks inside the tree: (real path, lstat) or None.
+
+        None when a component is missing or not a directory, or when the path
+        (or a symlink on the way) is ignored.
+        """
+        pending = [p for p in reversed(path.split("/"))]
+        resolved: list[str] = []
+        links = 0
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            host = os.path.join(self.root, *resolved, part)
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if stat.S_ISLNK(st.st_mode):
+                if not self.visible("/".join([*resolved, part]), st):
+                    return None
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise BuildError(f"too many levels of symbolic links resolving {path}")
+                target = os.readlink(host)
+                if target.startswith("/"):
+                    resolved = []
+                pending.extend(reversed(target.split("/")))
+                continue
+            if pending and any(p not in ("", ".") for p in pending) and not stat.S_ISDIR(st.st_mode):
+                return None
+            resolved.append(part)
+        real = "/".join(resolved) or "."
+        st = os.lstat(self.host_path(real))  # ".." in a link target may have moved us up
+        if not self.visible(real, st):
+            return None
+        return real, st
+
+    # ---- COPY sources --------------------------------------------------------------
+
+    def _not_found(self, keyword: str, path: str) -> BuildError:
+        return BuildError(
+            f"{keyword} failed: file not found in {self.where}: stat {path}: file does not exist"
+        )
+
+    def resolve_sources(self, pattern: str, *, keyword: str = "COPY",
+                        allow_empty_wildcard: bool = False) -> list[Source]:
+        """The sources ``pattern`` names: one path, or every match of its wildcards (sorted).
+
+        Wildcards follow Go's ``filepath.Match`` per component (``*``, ``?``,
+        ``[a-z]``, ``\\`` escapes); the literal prefix before the first
+        wildcard is resolved through symlinks, the matched levels are not
+        (as ``filepath.Walk`` lists them). Each match is then followed itself,
+        like a plain source. A missing plain source is a BuildError; a
+        wildcard that matches nothing is one unless ``allow_empty_wildcard``.
+        """
+        cleaned = clean_source(pattern)
+        literal, wild = split_wildcards(cleaned)
+        if not wild:
+            found = self.follow(cleaned)
+            if found is None:
+                raise self._not_found(keyword, cleaned)
+            real, st = found
+            return [Source(cleaned, real, self.host_path(real), st)]
+        base_path = "/".join(literal) or "."
+        base = self.follow(base_path)
+        matches: list[tuple[str, str]] = []  # (named path, real path before following the match)
+        if base is not None and stat.S_ISDIR(base[1].st_mode):
+            self._match_level(base_path, base[0], wild, matches)
+        out: list[Source] = []
+        for named, _ in matches:
+            found = self.follow(named)
+            if found is None:
+                continue  # a dangling symlink matched: nothing to copy (BuildKit fails on it later)
+            real, st = found
+            out.append(Source(named, real, self.host_path(real), st))
+        if not out and not allow_empty_wildcard:
+            raise BuildError(
+                f"{keyword} failed: no source files were specified: {pattern!r} matches nothing in {self.where}"
+            )
+        return out
+
+    def _match_level(self, named: str, real: str, comps: list[str], out: list[tuple[str, str]]) -> None:
+        comp, rest = comps[0], comps[1:]
+        for child, entry in self.children(real):
+            if not go_match(comp, entry.name):
+                continue
+            child_named = _join(named, entry.name)
+            if not rest:
+                out.append((child_named, child))
+            elif entry.is_dir(follow_symlinks=False):
+                self._match_level(child_named, child, rest, out)
+
+    def resolve(self, pattern: str, *, keyword: str = "COPY", allow_empty_wildcard: bool = False) -> list[str]:
+        """The context paths ``pattern`` names (see :meth:`resolve_sources`)."""
+        return [s.path for s in self.resolve_sources(pattern, keyword=keyword,
+                                                     allow_empty_wildcard=allow_empty_wildcard)]
+
+
+class Context(SourceTree):
+    """The build context: a directory or an extracted tar, its Dockerfile and ignore file."""
+
+    where = "build context or excluded by .dockerignore"
+
+    def __init__(self, root: str | os.PathLike[str], *, dockerfile: Path | None,
+                 ignore_file: Path | None, patterns: list[str], temp_dir: Path | None = None) -> None:
+        matcher = Matcher(patterns) if patterns else None
+        super().__init__(root, matcher)
+        self.dockerfile_path = dockerfile
+        self.ignore_file = ignore_file
+        self.ignore_patterns = patterns
+        self._temp_dir = temp_dir
+
+    # ---- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike[str], dockerfile: str | os.PathLike[str] | None = None) -> Context:
+        """A directory context; ``dockerfile`` is a path (relative to the cwd, as ``-f``), ``-`` or None.
+
+        None means ``<context>/Dockerfile`` (or ``<context>/dockerfile`` when
+        only that exists); ``-`` means the Dockerfile comes from elsewhere
+        (stdin), so only ``<context>/.dockerignore`` can apply.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise UsageError(f"unable to prepare context: path {os.fspath(path)!r} not found or not a directory")
+        root = root.resolve()
+        df: Path | None
+        if dockerfile is None:
+            df = root / "Dockerfile"
+            if not df.exists() and (root / "dockerfile").exists():
+                df = root / "dockerfile"
+        elif os.fspath(dockerfile) == "-":
+            df = None
+        else:
+            df = Path(os.path.abspath(dockerfile))
+        ignore_file, patterns = cls._find_ignore(str(root), df)
+        return cls(root, dockerfile=df, ignore_file=ignore_file, patterns=patterns)
+
+    @classmethod
+    def from_tar(cls, stream: BinaryIO, scratch_dir: str | os.PathLike[str],
+                 dockerfile: str | None = "Dockerfile") -> Context:
+        """A context from a (possibly compressed) tar stream, extracted under ``scratch_dir``.
+
+        ``dockerfile`` is a path inside the archive (``None``/``-``: none).
+        The temp dir belongs to the context: :meth:`close` removes it.
+        """
+        scratch = Path(scratch_dir)
+        scratch.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="context-", dir=scratch))
+        try:
+            os.chmod(tmp, 0o700)
+            root = tmp / "root"
+            root.mkdir(mode=0o755)
+            try:
+                apply_layer(stream, root, whiteouts=False)
+            except LayerError as exc:
+                raise BuildError(f"cannot read the build context archive: {exc}") from None
+            df: Path | None = None
+            if dockerfile not in (None, "-"):
+                df = Path(secure_join(str(root), clean_source(dockerfile or "Dockerfile")))
+            ignore_file, patterns = cls._find_ignore(str(root), df, confined=True)
+            return cls(root, dockerfile=df, ignore_file=ignore_file, patterns=patterns, temp_dir=tmp)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+
+    @staticmethod
+    def _find_ignore(root: str, dockerfile: Path | None, confined: bool = False) -> tuple[Path | None, list[str]]:
+        """The ignore file and its patterns; ``confined``: symlinks resolve inside ``root`` (a tar context)."""
+        candidates: list[Path] = []
+        if dockerfile is not None:
+            candidates.append(dockerfile.with_name(dockerfile.name + ".dockerignore"))
+        candidates.append(Path(root) / ".dockerignore")
+        if confined:
+            candidates = [Path(secure_join(root, os.path.relpath(c, root))) for c in candidates]
+        for candidate in candidates:
+            text = _read_regular(candidate)
+            if text is not None:
+                return candidate, parse(text)
+        return None, []
+
+    # ---- the Dockerfile ------------------------------------------------------------
+
+    def read_dockerfile(self) -> str:
+        """The Dockerfile's text (UsageError when it is missing)."""
+        if self.dockerfile_path is None:
+            raise UsageError("no Dockerfile: it was to be read from elsewhere")
+        text = _read_regular(self.dockerfile_path, limit=64 << 20)
+        if text is None:
+            raise UsageError(f"cannot read Dockerfile {self.dockerfile_path}: no such file")
+        return text
+
+    # ---- lifetime ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the temp dir of a tar context (a directory context is left alone)."""
+        if self._temp_dir is not None:
+            remove_tree(self._temp_dir)
+            self._temp_dir = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_regular(path: Path, limit: int = _IGNORE_LIMIT) -> str | None:
+    """A regular file's text (following symlinks, as docker does), None when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return None
+            raise UsageError(f"cannot read {path}: not a regular file")
+        with contextlib.closing(os.fdopen(os.dup(fd), "rb")) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UsageError(f"cannot read {path}: larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------- selecting what a COPY copies
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One top-level item a COPY/ADD copies: a resolved source and how its tree is filtered."""
+
+    pattern: str  # the source as written
+    source: Source  # followed; for --parents, the pivot directory
+    include: Matcher | None = None  # --parents: the path pattern below the pivot
+    parents: bool = False
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of a selection's tree, in walk (pre-)order; ``rel`` is relative to the selection root."""
+
+    rel: str
+    host: str
+    st: os.stat_result
+
+    @property
+    def name(self) -> str:
+        return self.rel.rsplit("/", 1)[-1]
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+
+def select_sources(tree: SourceTree, sources: list[str], *, excludes: Matcher | None = None,
+                   parents: bool = False, keyword: str = "COPY") -> list[Selection]:
+    """What ``COPY [--parents] [--exclude...] sources... dest`` copies from ``tree``, in order.
+
+    Wildcards that match nothing are allowed here (the caller fails when no
+    source at all is left, as the classic builder does); a plain path that
+    does not exist is a BuildError. ``--exclude`` patterns also drop wildcard
+    matches themselves, matched relative to the wildcard's literal prefix.
+    """
+    out: list[Selection] = []
+    for pattern in sources:
+        if parents:
+            pivot, below = split_parents(pattern)
+            if not has_wildcards(pivot) and not has_wildcards(below):
+                required = clean_source(_join(pivot, below) if below != "." else pivot)
+                if tree.follow(required) is None:
+                    raise tree._not_found(keyword, required)
+            include = None if below == "." else Matcher([below])
+            for src in tree.resolve_sources(pivot, keyword=keyword, allow_empty_wildcard=True):
+                out.append(Selection(pattern, src, include, parents=True))
+            continue
+        cleaned = clean_source(pattern)
+        literal, wild = split_wildcards(cleaned)
+        base = "/".join(literal)
+        for src in tree.resolve_sources(pattern, keyword=keyword, allow_empty_wildcard=True):
+            if wild and excludes is not None:
+                rel = src.path[len(base) + 1:] if base else src.path
+                if excludes.matches(rel):
+                    continue
+            out.append(Selection(pattern, src))
+    return out
+
+
+def walk_selection(tree: SourceTree, sel: Selection, excludes: Matcher | None = None) -> list[Entry]:
+    """Every path a selection copies, root first, in sorted depth-first order.
+
+    Nothing is followed below the root. A directory is dropped when the
+    ignore file, ``--exclude`` or the ``--parents`` pattern leaves nothing
+    in it that it would have to hold.
+    """
+    root = Entry(".", sel.source.host, sel.source.st)
+    out = [root]
+    if not root.is_dir:
+        return out
+    include = sel.include
+
+    def visit(real_dir: str, rel_dir: str, full: bool) -> bool:
+        added = False
+        for child_real, entry in tree.children(real_dir):
+            rel = entry.name if rel_dir == "." else f"{rel_dir}/{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            conditional = False
+            child_full = full
+            if not full and include is not None:
+                if include.matches(rel):
+                    child_full = True
+                elif is_dir and include.could_match_below(rel):
+                    conditional = True
+                else:
+                    continue
+            if excludes is not None and excludes.matches(rel):
+                if is_dir and excludes.needs_walk(rel):
+                    conditional = True
+                else:
+                    continue
+            index = len(out)
+            out.append(Entry(rel, tree.host_path(child_real), st))
+            if is_dir:
+                got = visit(child_real, rel, child_full)
+                if conditional and not got:
+                    del out[index:]
+                    continue
+            added = True
+        return added
+
+    visit(sel.source.real, ".", include is None)
+    return out
