@@ -10,7 +10,6 @@ so the short ``l/<id>`` names can be passed relatively, as moby does.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Sequence
@@ -32,7 +31,9 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 0x2
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own symbol namespace already holds libc: no ldconfig fork to find it.
+libc = ctypes.CDLL(None, use_errno=True)
+_libc = libc
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 

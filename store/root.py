@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import struct
@@ -381,7 +380,8 @@ def check_filesystem(root: Path) -> None:
 
 
 def _statfs_type(path: Path) -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    from .mount import libc
+
     buf = ctypes.create_string_buffer(256)
     if libc.statfs(os.fsencode(path), buf) != 0:
         return 0
