@@ -28,7 +28,7 @@ def _memory(value: str | None) -> int | None:
         return None
     from pybuild.runtime.cgroups import parse_memory
 
-    return parse_memory(value)
+    return int(parse_memory(value))
 
 
 def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
@@ -96,7 +96,7 @@ def container_options(f: Any) -> Any:
 @click.option("--rm", is_flag=True, help="Remove the container when it exits.")
 @container_options
 @pass_settings
-def run_cmd(settings: Settings, image: str, command: tuple[str, ...], detach: bool, **kw: Any) -> None:
+def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach: bool, **kw: Any) -> None:
     """Run a command in a new container."""
     from pybuild.runtime.run import oom_message
 
@@ -118,7 +118,7 @@ def run_cmd(settings: Settings, image: str, command: tuple[str, ...], detach: bo
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @container_options
 @pass_settings
-def create_cmd(settings: Settings, image: str, command: tuple[str, ...], **kw: Any) -> None:
+def create_cmd(settings: Settings, /, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     config = _runtime(settings).create(_run_options(image, command, **kw))
     click.echo(config.id)

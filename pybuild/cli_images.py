@@ -42,7 +42,7 @@ def import_cmd(settings: Settings, source: str, reference: str | None, message: 
         stream = sys.stdin.buffer
     else:
         try:
-            stream = open(source, "rb")
+            stream = open(source, "rb")  # noqa: SIM115 - closed below, stdin is not
         except OSError as exc:
             raise PybuildError(f"cannot open {source}: {exc.strerror}") from None
     with contextlib.closing(stream) if source != "-" else contextlib.nullcontext():
@@ -245,7 +245,7 @@ def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool) -> N
 
 def _layer_size(store: Store, chain_id: str) -> int:
     try:
-        return store.layers.get(chain_id).size
+        return int(store.layers.get(chain_id).size)
     except PybuildError:
         return 0
 

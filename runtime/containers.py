@@ -149,7 +149,8 @@ class ContainerStore:
         return self.dir / container_id
 
     def lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
-        return locked(self.path(container_id) / "lock")
+        return locked(  # type: ignore[no-any-return]
+            self.path(container_id) / "lock")
 
     def new_id(self) -> str:
         return secrets.token_hex(32)
@@ -239,4 +240,4 @@ class ContainerStore:
 
 
 def now() -> str:
-    return now_iso()
+    return str(now_iso())

@@ -531,7 +531,7 @@ class Runtime:
         try:
             with self.store.writing():
                 with self.store.blobs.writer() as w:
-                    blob = write_layer(self.store.layers.overlay / rw.mount_id / "diff", w, Compression.GZIP)  # type: ignore[arg-type]
+                    blob = write_layer(self.store.layers.overlay / rw.mount_id / "diff", w, Compression.GZIP)
                     digest = w.commit()
                 with self.store.blobs.open(digest) as f:
                     layer = self.store.layers.register(f, base.top_chain_id, expected_diff_id=blob.diff_id)

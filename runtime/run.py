@@ -50,7 +50,7 @@ def forward_signals(proc: ContainerProcess) -> Iterator[None]:
         return
     previous: dict[int, Any] = {}
 
-    def handler(signum: int, _frame: object) -> None:
+    def handler(signum: int, _frame: object) -> None:  # noqa: ARG001
         proc.kill(signum)
 
     for sig in FORWARDED_SIGNALS:
@@ -58,8 +58,8 @@ def forward_signals(proc: ContainerProcess) -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def execute(spec: ContainerSpec, *, cgroup_name: str, limits: cgroups.Limits | None = None,

@@ -300,7 +300,7 @@ class Store:
         for desc in (image.manifest.config, *image.manifest.layers):
             if not self.blobs.exists(desc.digest):
                 report.add(f"image {name}: blob {desc.digest} missing")
-        for chain, diff_id, desc in zip(image.chain_ids, image.config.diff_ids, image.manifest.layers):
+        for chain, diff_id, desc in zip(image.chain_ids, image.config.diff_ids, image.manifest.layers, strict=False):
             if self.layers.exists(chain):
                 continue
             fixed = False
