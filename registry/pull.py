@@ -158,7 +158,7 @@ class _Puller:
             name_ref = ref if ref.digest is None else _reference.Reference(ref.domain, ref.path, None,
                                                                            fetched.digest)
             before = self.store.images.refs().get(name_ref.key)
-            image = self.store.images.record(fetched.digest)
+            image = self.store.images.record(fetched.digest, index.digest if index is not None else None)
             self.store.images.tag(name_ref, fetched.digest)
             BlobSources(self.store).add(f"{ref.domain}/{ref.path}",
                                         [manifest.config.digest, *(d.digest for d in manifest.layers)])

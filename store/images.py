@@ -81,9 +81,20 @@ class ImageStore:
                             tuple(layers), manifest_media_type)
         return self.record(self.blobs.put(manifest.to_bytes()))
 
-    def record(self, manifest_digest: str) -> Image:
-        """Make a manifest already in the blob store an image of this store."""
+    def record(self, manifest_digest: str, index_digest: str | None = None) -> Image:
+        """Make a manifest already in the blob store an image of this store.
+
+        ``index_digest`` names the index it was chosen from (kept alive with it).
+        """
         path = self.db / _digest.hex_of(manifest_digest)
+        if index_digest is not None:
+            _digest.validate(index_digest)
+            record = json.loads(path.read_bytes()) if path.exists() else {}
+            if record.get("index") != index_digest:
+                Manifest.from_bytes(self.blobs.read(manifest_digest))
+                record.update(manifest=manifest_digest, index=index_digest)
+                record.setdefault("recorded", now_iso())
+                atomic_write(path, json.dumps(record).encode())
         if not path.exists():
             # Parse first: an image that cannot be read must never become a GC root.
             manifest = Manifest.from_bytes(self.blobs.read(manifest_digest))
@@ -100,6 +111,14 @@ class ImageStore:
         manifest = Manifest.from_bytes(self.blobs.read(manifest_digest, verify=False))
         config = ImageConfig.from_bytes(self.blobs.read(manifest.config.digest, verify=False))
         return Image(manifest_digest, manifest, manifest.config.digest, config, str(record.get("recorded", "")))
+
+    def index_of(self, manifest_digest: str) -> str | None:
+        """The index an image was pulled through, if any."""
+        try:
+            value = json.loads((self.db / _digest.hex_of(manifest_digest)).read_bytes()).get("index")
+        except (FileNotFoundError, ValueError):
+            return None
+        return value if isinstance(value, str) and _digest.is_valid(value) else None
 
     def exists(self, manifest_digest: str) -> bool:
         return (self.db / _digest.hex_of(manifest_digest)).exists()

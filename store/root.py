@@ -214,6 +214,9 @@ class Store:
         for image in self.images.walk():
             blobs.add(image.manifest_digest)
             blobs.add(image.config_digest)
+            index = self.images.index_of(image.manifest_digest)
+            if index is not None:
+                blobs.add(index)
             blobs.update(d.digest for d in image.manifest.layers)
             chains.update(image.chain_ids)
         for rw in self.layers.walk_rw():

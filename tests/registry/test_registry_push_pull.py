@@ -178,7 +178,9 @@ def test_pull_picks_the_platform_from_an_index(cli: Any, other_cli: Any, busybox
     lines = other_cli("pull", f"{registry.host}/{repo}:multi").stdout.splitlines()
     assert f"Digest: {index_digest}" in lines
     assert _inspect(other_cli, f"{registry.host}/{repo}:multi")["Manifest"]["digest"] == image.manifest_digest
-    # the index blob is kept too
+    # the index blob is kept too, also through garbage collection
+    assert Store.open(other_cli.root).blobs.exists(index_digest)
+    other_cli("prune")
     assert Store.open(other_cli.root).blobs.exists(index_digest)
 
     bad = other_cli("pull", "--platform", "linux/s390x", f"{registry.host}/{repo}:multi", check=False)
