@@ -9,7 +9,6 @@ the bytes its name promises.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
@@ -21,6 +20,7 @@ from pybuild.errors import BlobNotFound, DigestMismatch
 
 from . import digest as _digest
 from .fsutil import fsync_dir
+from .locks import create_locked
 
 
 class BlobWriter:
@@ -30,8 +30,7 @@ class BlobWriter:
         self._store = store
         self.expected = None if expected is None else _digest.validate(expected)
         self.tmp_path = store.tmp_dir / f"blob-{secrets.token_hex(8)}"
-        self._fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._fd = create_locked(self.tmp_path)
         self._file = os.fdopen(os.dup(self._fd), "wb", buffering=1 << 20)
         self._hash = hashlib.sha256()
         self.size = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,13 +39,32 @@ def try_lock(path: Path, shared: bool = False) -> int | None:
     return fd
 
 
+def create_locked(path: Path) -> int:
+    """Create ``path`` already locked: another process never sees it unlocked.
+
+    The file is made and locked under a private name, then renamed into place
+    (a rename keeps the lock), so a cleaner that finds ``path`` unlocked knows
+    its owner is gone.
+    """
+    staging = path.with_name(f".new-{os.getpid()}-{secrets.token_hex(6)}")
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(staging, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        raise
+    return fd
+
+
 class Ownership:
     """A held exclusive lock on an owner file: proof that its work is alive."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._fd = create_locked(path)
 
     def release(self, remove: bool = True) -> None:
         if self._fd < 0:

@@ -14,6 +14,7 @@ import ctypes
 import fcntl
 import os
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,13 @@ class Store:
         except FileNotFoundError:
             return 0
         for entry in entries:
+            if entry.name.startswith(".new-") and is_abandoned(Path(entry.path)):
+                # killed between creating and publishing a locked file; give a live
+                # creator (it holds the lock within microseconds) no chance to race
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - entry.stat().st_mtime > 60:
+                        os.unlink(entry.path)
+                        count += 1
             if entry.name.startswith("blob-") and is_abandoned(Path(entry.path)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
