@@ -32,18 +32,19 @@ from dataclasses import dataclass
 
 from pybuild.errors import ContainerError, MountError
 from pybuild.store import mount as _m
+from pybuild.store.mount import (
+    MS_DIRSYNC,
+    MS_MANDLOCK,
+    MS_NOATIME,
+    MS_NODIRATIME,
+    MS_RELATIME,
+    MS_SHARED,
+    MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
+)
 
 from . import linux
 from .spec import ContainerSpec, Mount
-
-MS_SYNCHRONOUS = 0x10
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_UNBINDABLE = 1 << 17
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
 
 MAX_SYMLINKS = 255
 
