@@ -259,8 +259,12 @@ def _leaf_digest(entry: Entry, cache: ChecksumCache | None) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def checksum_entries(entries: Sequence[Entry], cache: ChecksumCache | None = None) -> str:
-    """The digest of a walked tree (``entries`` in walk order, root first)."""
+def checksum_entries(entries: Sequence[Entry], cache: ChecksumCache | None = None,
+                     files: dict[str, str] | None = None, prefix: str = "") -> str:
+    """The digest of a walked tree (``entries`` in walk order, root first).
+
+    ``files``, when given, receives ``prefix/rel -> digest`` of every non-directory entry.
+    """
     children: dict[str, list[bytes]] = {}
     digests: dict[str, str] = {}
     for entry in reversed(entries):
@@ -270,6 +274,8 @@ def checksum_entries(entries: Sequence[Entry], cache: ChecksumCache | None = Non
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         else:
             digest = _leaf_digest(entry, cache)
+            if files is not None:
+                files[prefix if entry.rel == "." else f"{prefix}/{entry.rel}"] = digest
         digests[entry.rel] = digest
         if entry.rel != ".":
             parent = entry.rel.rsplit("/", 1)[0] if "/" in entry.rel else "."
@@ -279,7 +285,7 @@ def checksum_entries(entries: Sequence[Entry], cache: ChecksumCache | None = Non
 
 def checksum_sources(tree: SourceTree, sources: Sequence[str], excludes: Iterable[str] = (),
                      cache: ChecksumCache | None = None, *, parents: bool = False,
-                     keyword: str = "COPY") -> str:
+                     keyword: str = "COPY", files: dict[str, str] | None = None) -> str:
     """``sha256:`` digest of what ``COPY [--parents] [--exclude...] sources...`` would copy from ``tree``.
 
     The names matter (a source's name decides where it lands), the order of
@@ -295,7 +301,7 @@ def checksum_sources(tree: SourceTree, sources: Sequence[str], excludes: Iterabl
     try:
         for sel in selections:
             entries = walk_selection(tree, sel, excl)
-            digest = checksum_entries(entries, cache)
+            digest = checksum_entries(entries, cache, files, sel.source.path)
             h.update(_fields(os.fsencode(sel.pattern), os.fsencode(sel.source.path), digest.encode()))
     finally:
         if cache is not None:

@@ -823,6 +823,13 @@ def copy_instruction(
     )
 
 
+def make_dirs(dest_root: str | os.PathLike[str], path: str, *, owner: tuple[int, int] | None = None,
+              epoch: int | None = None) -> str:
+    """``mkdir -p`` of ``path`` inside ``dest_root`` (symlinks resolved inside it); new dirs get ``owner``."""
+    root = os.path.realpath(os.fspath(dest_root))
+    return _Writer(_Options(root, owner=owner, epoch=epoch, keyword="WORKDIR")).ensure_dir(path)
+
+
 def heredoc_sources(docs: Sequence[Heredoc], expand: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
     """(name, content) pairs of heredocs, content expanded with ``expand`` where the delimiter allows it."""
     return [(d.name, expand(d.content) if expand is not None and d.expand else d.content) for d in docs]

@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "prune": "pybuild.cli_images:prune_cmd",
     "system": "pybuild.cli_images:system_group",
     "parse": "pybuild.cli_build:parse_cmd",
+    "build": "pybuild.cli_build:build_cmd",
+    "builder": "pybuild.cli_build:builder_group",
     "pull": "pybuild.cli_registry:pull_cmd",
     "push": "pybuild.cli_registry:push_cmd",
     "login": "pybuild.cli_registry:login_cmd",
@@ -113,8 +115,28 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
     ctx.obj = Settings(root=root, debug=debug)
 
 
+def default_to_build(args: list[str]) -> list[str]:
+    """``pybuild -t app:v1 .`` is ``pybuild build -t app:v1 .``, as CI scripts write it."""
+    i = 0
+    while i < len(args):
+        if args[i] == "--root":
+            i += 2
+        elif args[i].startswith("--root=") or args[i] == "--debug":
+            i += 1
+        else:
+            break
+    if i >= len(args):
+        return args
+    first = args[i]
+    if first in COMMANDS or first in ("-h", "--help", "--version"):
+        return args
+    if first.startswith("-") or first == "." or os.path.isdir(first):
+        return [*args[:i], "build", *args[i:]]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = default_to_build(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args[: _first_command_index(args)]
     try:
         cli.main(args=args, prog_name="pybuild", standalone_mode=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pybuild.errors import DockerfileError, PybuildError
+from pybuild.errors import DockerfileError, PybuildError, UsageError
 from pybuild.store.model import ContainerConfig
 
 
@@ -77,3 +77,196 @@ def parse_cmd(dockerfile: str, as_json: bool) -> None:
     for instr, line in zip(parsed.instructions, lines, strict=False):
         span = f"{instr.line}" if instr.line == instr.end_line else f"{instr.line}-{instr.end_line}"
         click.echo(f"{span:>{width * 2 + 1}}  {line}")
+
+
+def _key_values(items: tuple[str, ...], what: str, from_env: bool = False) -> dict[str, str]:
+    import os
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid {what} {item!r}", f"use {what} KEY=VALUE")
+        if not eq:
+            if not from_env:
+                raise UsageError(f"invalid {what} {item!r}", f"use {what} KEY=VALUE")
+            if key not in os.environ:
+                continue  # docker: --build-arg NAME takes the value from the environment, if set
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def _secrets(items: tuple[str, ...]) -> dict[str, Any]:
+    from pybuild.builder.executor import SecretSource
+
+    out: dict[str, SecretSource] = {}
+    for item in items:
+        fields: dict[str, str] = {}
+        for part in item.split(","):
+            key, _, value = part.partition("=")
+            fields[key.strip()] = value
+        sid = fields.get("id")
+        if not sid:
+            raise UsageError(f"invalid --secret {item!r}", "use --secret id=ID,src=FILE or id=ID,env=VAR")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if src is None and env is None:
+            env = sid
+        out[sid] = SecretSource(sid, path=src, env=None if src else env)
+    return out
+
+
+def _enter_private_mount_namespace() -> None:
+    """Mounts the build makes die with this process, whatever ends it."""
+    from pybuild.runtime import linux
+    from pybuild.store import mount as _m
+
+    try:
+        linux.unshare(linux.CLONE_NEWNS)
+        _m.mount(None, "/", None, _m.MS_REC | _m.MS_PRIVATE)
+    except (OSError, PybuildError) as exc:
+        raise PybuildError(f"cannot create a private mount namespace for the build: {exc}",
+                           "pybuild build must run as root") from None
+
+
+@click.command("build")
+@click.argument("context", default=".", required=False)
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image (name:tag); may be repeated.")
+@click.option("-f", "--file", "dockerfile", default=None,
+              help="The Dockerfile (default: CONTEXT/Dockerfile; '-' reads it from stdin).")
+@click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (KEY=VALUE).")
+@click.option("--target", default=None, help="Build this stage (and what it needs) only.")
+@click.option("--no-cache", is_flag=True, help="Do not use the build cache.")
+@click.option("--pull", is_flag=True, help="Always pull base images again.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Stages built at the same time (default: the CPU count).")
+@click.option("--network", type=click.Choice(["default", "host", "none"]), default="default",
+              show_default=True, help="Network for RUN steps.")
+@click.option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
+@click.option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto", show_default=True)
+@click.option("--explain", is_flag=True, help="Say why each step missed the cache.")
+@click.option("--iidfile", default=None, help="Write the image ID to this file.")
+@click.option("--platform", default=None, help="Target platform (only the host's is supported).")
+@click.option("--push", is_flag=True, help="Push the image to its registry after the build.")
+@click.option("--cache-to", "cache_to", default=None, help="Export the build cache (type=registry,ref=REF).")
+@click.option("--cache-from", "cache_from", multiple=True, help="Use a build cache (type=registry,ref=REF).")
+@click.pass_context
+def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfile: str | None,
+              build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, jobs: int | None,
+              network: str, secrets: tuple[str, ...], labels: tuple[str, ...], quiet: bool, progress: str,
+              explain: bool, iidfile: str | None, platform: str | None, push: bool, cache_to: str | None,
+              cache_from: tuple[str, ...]) -> None:
+    """Build an image from a Dockerfile (also: pybuild [OPTIONS] CONTEXT)."""
+    import os
+    import signal
+
+    from pybuild.builder.context import Context
+    from pybuild.builder.executor import BuildOptions, run_build
+    from pybuild.builder.plan import host_platform_args
+    from pybuild.builder.progress import BuildOutput
+    from pybuild.cli import settings as _settings
+    from pybuild.store import reference as _reference
+
+    settings = _settings(ctx)
+    refs = []
+    for tag in tags:
+        ref = _reference.parse(tag)
+        if ref.digest is not None:
+            raise UsageError(f"invalid tag {tag!r}", "a build names its image with a tag, not a digest")
+        refs.append(ref)
+    if push and not refs:
+        raise UsageError("--push needs a name", "add -t REGISTRY/NAME:TAG")
+    if platform is not None:
+        host = host_platform_args()["TARGETPLATFORM"]
+        if platform.lower() not in (host, host.split("/")[1] if "/" in host else host):
+            raise UsageError(f"platform {platform} is not supported", f"pybuild builds for the host ({host}) only")
+    args = _key_values(build_args, "--build-arg", from_env=True)
+    label_map = _key_values(labels, "--label")
+    secret_map = _secrets(secrets)
+    store = settings.store()
+    if context == "-":
+        if dockerfile == "-":
+            raise UsageError("cannot read both the context and the Dockerfile from stdin")
+        ctx_obj = Context.from_tar(sys.stdin.buffer, store.tmp, dockerfile or "Dockerfile")
+        df_text = None
+        df_name = os.path.basename(dockerfile or "Dockerfile")
+    else:
+        ctx_obj = Context.from_dir(context, dockerfile)
+        df_text = sys.stdin.read() if dockerfile == "-" else None
+        df_name = "Dockerfile" if dockerfile in (None, "-") else os.path.basename(dockerfile)
+    mode = "quiet" if quiet or progress == "quiet" else "plain"
+    output = BuildOutput(mode, explain=explain, stream=sys.stdout)
+    _enter_private_mount_namespace()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with ctx_obj:
+            options = BuildOptions(context=ctx_obj, tags=refs, build_args=args, target=target, no_cache=no_cache,
+                                   pull=pull, jobs=jobs or 0, network=network, secrets=secret_map,
+                                   labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name)
+            if cache_from:
+                from pybuild.builder.remotecache import import_cache
+
+                for spec in cache_from:
+                    import_cache(store, spec, output)
+            result = run_build(store, options, output)
+            if cache_to:
+                from pybuild.builder.remotecache import export_cache
+
+                export_cache(store, cache_to, result, output)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    image = result.image
+    if iidfile:
+        Path(iidfile).write_text(image.id)
+    if quiet or progress == "quiet":
+        click.echo(image.id)
+    else:
+        s = result.stats
+        click.echo(f"{s.steps} steps: {s.cached} cached, {s.executed} built")
+        click.echo(f"writing image {image.id}")
+        for ref in refs:
+            click.echo(f"naming to {ref.familiar()}")
+    if push:
+        from pybuild.cli_registry import push_built
+
+        for ref in refs:
+            push_built(store, image, ref, quiet)
+
+
+@click.group("builder")
+def builder_group() -> None:
+    """Manage the build cache."""
+
+
+@builder_group.command("prune")
+@click.option("--keep-duration", "keep", default=None,
+              help="Keep records used within this duration (e.g. 24h, 7d).")
+@click.pass_context
+def builder_prune_cmd(ctx: click.Context, keep: str | None) -> None:
+    """Remove the build cache (step records, cache mounts, checksum memo) and free what only it used."""
+    import shutil
+
+    from pybuild import ui
+    from pybuild.builder.checksum import ChecksumCache
+    from pybuild.cli import settings as _settings
+
+    store = _settings(ctx).store()
+    older = None
+    if keep is not None:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        if not keep or keep[-1] not in units or not keep[:-1].isdigit():
+            raise UsageError(f"invalid duration {keep!r}", "use a number with s, m, h or d: 24h")
+        older = int(keep[:-1]) * units[keep[-1]]
+    with store.writing():
+        removed = store.build_cache.prune(older)
+        if older is None:
+            shutil.rmtree(store.build_cache.root / "mounts", ignore_errors=True)
+            with ChecksumCache.for_store(store.root) as memo:
+                memo.prune(keep=0)
+    report = store.gc()
+    freed = report.bytes_freed if report else 0
+    click.echo(f"Deleted build cache records: {removed}")
+    click.echo(f"Total reclaimed space: {ui.human_size(freed)}")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from pybuild.cli import Settings, pass_settings
 from pybuild.errors import PybuildError, UsageError
 from pybuild.store import reference as _reference
+
+if TYPE_CHECKING:
+    from pybuild.store.images import Image
+    from pybuild.store.root import Store
 
 _INSECURE_HELP = ("Allow this registry without valid TLS: HTTPS without verification, "
                   "then plain HTTP (env PYBUILD_INSECURE_REGISTRIES lists such hosts).")
@@ -128,3 +133,16 @@ def logout_cmd(server: str | None) -> None:
         click.echo(f"Removing login credentials for {shown}")
     else:
         click.echo(f"Not logged in to {shown}")
+
+
+def push_built(store: Store, image: Image, ref: _reference.Reference, quiet: bool) -> None:
+    """``build --push``: push the image just built to ``ref`` and print the digest."""
+    from pybuild.registry.progress import make_progress
+    from pybuild.registry.push import push
+
+    progress = make_progress(quiet)
+    try:
+        result = push(store, image, ref, progress=progress, options=_options(None))
+    finally:
+        progress.close()
+    click.echo(f"pushed {ref.familiar()}@{result.digest}")

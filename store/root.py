@@ -30,6 +30,7 @@ from pybuild.errors import (
 from . import digest as _digest
 from . import reference as _reference
 from .blobs import BlobStore
+from .buildcache import BuildCache
 from .fsutil import atomic_write, remove_tree
 from .images import Image, ImageStore, now_iso
 from .layers import Layer, LayerStore, Snapshot
@@ -89,6 +90,7 @@ class Store:
         self.blobs = BlobStore(root / "blobs" / "sha256", self.tmp)
         self.layers = LayerStore(root)
         self.images = ImageStore(root, self.blobs)
+        self.build_cache = BuildCache(root / "buildcache")
 
     # ---- opening ------------------------------------------------------------
 
@@ -227,6 +229,10 @@ class Store:
                 blobs.add(index)
             blobs.update(d.digest for d in image.manifest.layers)
             chains.update(image.chain_ids)
+        for record in self.build_cache.walk():
+            blobs.add(record.config_digest)
+            blobs.update(d.digest for d in record.layers)
+            chains.update(_digest.chain_ids(list(record.diff_ids)))
         for rw in self.layers.walk_rw():
             chain = rw.parent
             while chain is not None and chain not in chains:

@@ -1,0 +1,750 @@
+"""Building a planned Dockerfile: stages in dependency order, steps through the cache.
+
+Every step turns a :class:`State` (image config + layer descriptors + cache
+key) into the next. A step's key is looked up in the store's build cache; a
+hit reuses the recorded state without running anything. On a miss:
+
+* metadata steps (ENV, LABEL, CMD...) change the config only;
+* WORKDIR also creates the directory when the image lacks it;
+* COPY/ADD write into a new layer mounted over the parent chain;
+* RUN runs the command in a container (the runtime) whose rootfs is a new
+  layer over the parent chain, and commits what it wrote.
+
+Stages that do not depend on each other run at the same time (``jobs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pybuild.errors import BuildError, DockerfileError, ImageNotFound, PybuildError
+from pybuild.store import digest as _digest
+from pybuild.store import reference as _reference
+from pybuild.store.buildcache import CacheRecord, SlotInputs
+from pybuild.store.images import Image, now_iso
+from pybuild.store.layers import Snapshot
+from pybuild.store.model import ContainerConfig, Descriptor, HistoryEntry, ImageConfig, Platform
+from pybuild.store.root import Store
+
+from . import cachekey, imageconfig
+from .checksum import ChecksumCache, checksum_sources
+from .context import Context, SourceTree
+from .copy import copy_instruction, heredoc_sources, make_dirs, resolve_chown
+from .instructions import (
+    Add,
+    Arg,
+    Copy,
+    Instruction,
+    Maintainer,
+    Onbuild,
+    Run,
+    Workdir,
+    parse_instruction,
+)
+from .lexer import lex
+from .plan import PROXY_ARGS, BuildPlan, PlannedStage, make_plan
+from .progress import BuildOutput
+from .snapshots import chain_lowers, exists_below, readonly_view, writable_snapshot
+
+DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BUILD_HOSTNAME = "pybuild"
+
+
+@dataclass(frozen=True)
+class State:
+    """An image as built so far."""
+
+    config: ImageConfig
+    layers: tuple[Descriptor, ...]
+    key: str
+
+    @property
+    def top_chain(self) -> str | None:
+        return _digest.chain_id(list(self.config.diff_ids)) if self.config.diff_ids else None
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    id: str
+    path: str | None = None
+    env: str | None = None
+
+    def read(self) -> bytes:
+        if self.path is not None:
+            try:
+                with open(self.path, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise BuildError(f"secret {self.id}: cannot read {self.path}: {exc.strerror}") from None
+        value = os.environ.get(self.env or self.id)
+        if value is None:
+            raise BuildError(f"secret {self.id}: environment variable {self.env or self.id} is not set")
+        return value.encode()
+
+
+@dataclass
+class BuildOptions:
+    context: Context
+    tags: list[_reference.Reference] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    pull: bool = False
+    jobs: int = 0
+    network: str = "default"
+    secrets: dict[str, SecretSource] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    dockerfile_text: str | None = None
+    dockerfile_name: str = "Dockerfile"
+
+
+@dataclass
+class BuildStats:
+    steps: int = 0
+    cached: int = 0
+    executed: int = 0
+    runs: int = 0
+    misses: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: Image
+    stats: BuildStats
+
+
+class _Cancelled(BaseException):
+    """Another stage failed or the user interrupted: stop this stage now."""
+
+
+# numbered in the output (BuildKit numbers the steps that touch the filesystem)
+_FS_STEPS = (Run, Copy, Add, Workdir)
+
+
+class Builder:
+    def __init__(self, store: Store, options: BuildOptions, output: BuildOutput | None = None) -> None:
+        self.store = store
+        self.opts = options
+        self.out = output or BuildOutput()
+        self.stats = BuildStats()
+        self._stats_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._running: set[Any] = set()  # container processes, killed on cancel
+        self._running_lock = threading.Lock()
+        self._pull_lock = threading.Lock()
+        self._scratch: Path | None = None
+        self._init_snap: Snapshot | None = None
+        self._init_lock = threading.Lock()
+        self._epoch = _source_date_epoch()
+        self.plan: BuildPlan | None = None
+        self._dockerfile_id = ""
+
+    # ---- entry point ------------------------------------------------------------------
+
+    def build(self) -> BuildResult:
+        from .instructions import parse_dockerfile
+
+        text = self.opts.dockerfile_text
+        if text is None:
+            text = self.opts.context.read_dockerfile()
+        dockerfile = parse_dockerfile(text, filename=self.opts.dockerfile_name)
+        self.plan = plan = make_plan(dockerfile, self.opts.build_args, self.opts.target)
+        self._dockerfile_id = _digest.of_bytes(
+            f"{self.opts.context.root}\0{self.opts.dockerfile_name}\0{plan.target}".encode())
+        with self.store.writing():
+            self._scratch = Path(tempfile.mkdtemp(prefix="build-", dir=self.store.tmp))
+            try:
+                states = self._run_stages(plan)
+                final = states[plan.target]
+                image = self._write_image(final)
+            finally:
+                self._cleanup()
+        self._warn_unused_args(plan)
+        return BuildResult(image, self.stats)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        with self._running_lock:
+            for proc in list(self._running):
+                with contextlib.suppress(Exception):
+                    proc.kill()
+
+    def _cleanup(self) -> None:
+        if self._init_snap is not None:
+            with contextlib.suppress(Exception):
+                self.store.layers.discard(self._init_snap)
+            self._init_snap = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def _warn_unused_args(self, plan: BuildPlan) -> None:
+        declared = set(plan.global_args)
+        for stage in plan.dockerfile.stages:
+            for instr in stage.instructions:
+                if isinstance(instr, Arg):
+                    declared.update(instr.names)
+        unused = sorted(a for a in self.opts.build_args if a not in declared and a not in PROXY_ARGS)
+        if unused:
+            self.out.line(f"[Warning] One or more build-args {unused} were not consumed")
+
+    # ---- stages ---------------------------------------------------------------------------
+
+    def _run_stages(self, plan: BuildPlan) -> dict[int, State]:
+        jobs = self.opts.jobs or os.cpu_count() or 1
+        futures: dict[int, Future[State]] = {}
+        if jobs <= 1 or len(plan.needed) == 1:
+            states: dict[int, State] = {}
+            for index in plan.needed:
+                states[index] = self._build_stage(plan.stages[index], states)
+            return states
+        results: dict[int, State] = {}
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
+            for index in plan.needed:  # dependencies first: a worker never waits on an unscheduled stage
+                futures[index] = pool.submit(self._build_stage_waiting, plan.stages[index], futures)
+            try:
+                first_error: BaseException | None = None
+                for index, fut in futures.items():
+                    try:
+                        results[index] = fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - the first real failure is reported
+                        if first_error is None or isinstance(first_error, _Cancelled):
+                            first_error = exc
+                        self.cancel()
+                if first_error is not None:
+                    raise first_error
+            except KeyboardInterrupt:
+                self.cancel()
+                raise
+        return results
+
+    def _build_stage_waiting(self, planned: PlannedStage, futures: Mapping[int, Future[State]]) -> State:
+        deps = {i: futures[i].result() for i in sorted(planned.deps)}
+        return self._build_stage(planned, deps)
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled()
+
+    def _build_stage(self, planned: PlannedStage, deps: Mapping[int, State]) -> State:
+        assert self.plan is not None
+        run = _StageRun(self, planned, deps)
+        return run.execute()
+
+    # ---- base images -----------------------------------------------------------------------
+
+    def base_image(self, name: str, instr: Instruction) -> Image:
+        """A FROM (or --from) image from the store, pulled when missing (or with --pull)."""
+        with self._pull_lock:
+            if not self.opts.pull:
+                try:
+                    return self.store.images.resolve(name)
+                except ImageNotFound:
+                    pass
+            try:
+                ref = _reference.parse(name)
+            except PybuildError as exc:
+                raise _located(instr, f"invalid base image {name!r}: {exc.message}") from None
+            from pybuild.registry.pull import pull_image
+
+            self.out.line(f"pulling {ref.familiar()}")
+            try:
+                return pull_image(self.store, ref)
+            except PybuildError as exc:
+                if not self.opts.pull:
+                    raise _located(instr, f"base image {ref.familiar()} is not in the store and could not be "
+                                          f"pulled: {exc}") from None
+                try:
+                    return self.store.images.resolve(name)
+                except ImageNotFound:
+                    raise _located(instr, str(exc)) from None
+
+    # ---- shared pieces ---------------------------------------------------------------------
+
+    @property
+    def scratch(self) -> Path:
+        assert self._scratch is not None
+        return self._scratch
+
+    def init_layer(self) -> str:
+        """The dir (relative to the overlay root) with /etc/hosts, resolv.conf, hostname for RUN steps."""
+        with self._init_lock:
+            if self._init_snap is None:
+                from pybuild.runtime.lifecycle import resolv_conf
+
+                snap = self.store.layers.create(None)
+                etc = snap.diff_dir / "etc"
+                etc.mkdir(mode=0o755)
+                for d in ("proc", "sys", "dev"):
+                    (snap.diff_dir / d).mkdir(mode=0o755)
+                (etc / "hostname").write_text(BUILD_HOSTNAME + "\n")
+                hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                (etc / "hosts").write_text(hosts + f"127.0.1.1\t{BUILD_HOSTNAME}\n")
+                (etc / "resolv.conf").write_text(resolv_conf("host"))
+                for name in ("hostname", "hosts", "resolv.conf"):
+                    os.chmod(etc / name, 0o644)
+                self._init_snap = snap
+            return f"{self._init_snap.cache_id}/diff"
+
+    def track(self, proc: Any, add: bool) -> None:
+        with self._running_lock:
+            if add:
+                self._running.add(proc)
+                if self._cancel.is_set():
+                    proc.kill()
+            else:
+                self._running.discard(proc)
+
+    def count(self, cached: bool, miss_reason: str | None = None, run: bool = False) -> None:
+        with self._stats_lock:
+            self.stats.steps += 1
+            if cached:
+                self.stats.cached += 1
+            else:
+                self.stats.executed += 1
+                if run:
+                    self.stats.runs += 1
+            if miss_reason is not None:
+                self.stats.misses.append(miss_reason)
+
+    def now(self) -> str:
+        if self._epoch is not None:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._epoch))
+        return str(now_iso())
+
+    def dockerfile_id(self) -> str:
+        return self._dockerfile_id
+
+    # ---- the result -------------------------------------------------------------------------
+
+    def _write_image(self, final: State) -> Image:
+        config = final.config
+        if self.opts.labels:
+            config = dataclasses.replace(config, config=dataclasses.replace(
+                config.config, labels={**config.config.labels, **self.opts.labels}))
+        created = config.history[-1].created if config.history else self.now()
+        config = dataclasses.replace(config, created=created)
+        image = self.store.images.create(config, list(final.layers))
+        for ref in self.opts.tags:
+            self.store.images.tag(ref, image.manifest_digest)
+        return image
+
+
+def _located(instr: Instruction, message: str, hint: str | None = None) -> DockerfileError:
+    return DockerfileError(message, hint, filename=instr.meta.filename, line=instr.line,
+                           source_line=instr.meta.source_line or None)
+
+
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def describe(instr: Instruction) -> str:
+    """The step as history and output show it (variables expanded)."""
+    import json
+
+    if isinstance(instr, Run):
+        if isinstance(instr.command, str):
+            return f"RUN {instr.command}"
+        return "RUN " + json.dumps(instr.command)
+    return instr.original.strip() if instr.original else type(instr).keyword
+
+
+class _StageRun:
+    """One stage being built: its ARG values, the state so far, step numbering."""
+
+    def __init__(self, builder: Builder, planned: PlannedStage, deps: Mapping[int, State]) -> None:
+        self.b = builder
+        self.store = builder.store
+        self.planned = planned
+        self.deps = deps
+        assert builder.plan is not None
+        self.plan = builder.plan
+        self.escape = self.plan.dockerfile.escape
+        self.args: dict[str, str] = {}  # ARGs declared in this stage, with their values
+        self.cmd_set = False
+        self.steps_total = 1 + sum(isinstance(i, _FS_STEPS) for i in planned.stage.instructions)
+        self.step_no = 0
+        self.checksums: ChecksumCache | None = None
+        many = len(self.plan.needed) > 1
+        self.label_prefix = f"{planned.label} " if many else ""
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def label(self) -> str:
+        return f"{self.label_prefix}{self.step_no}/{max(self.steps_total, self.step_no)}"
+
+    def expansion_env(self, config: ContainerConfig) -> dict[str, str]:
+        env = {k: v for k, v in self.b.opts.build_args.items() if k in PROXY_ARGS}
+        env.update(self.args)
+        env.update(imageconfig.env_map(config))
+        return env
+
+    def _history(self, config: ImageConfig, created_by: str, empty: bool) -> tuple[HistoryEntry, ...]:
+        entry = HistoryEntry(created=self.b.now(), created_by=created_by,
+                             comment="pybuild.dockerfile.v0", empty_layer=empty)
+        return (*config.history, entry)
+
+    # ---- the stage ------------------------------------------------------------------------------
+
+    def execute(self) -> State:
+        try:
+            state = self._from()
+            triggers = self._onbuild_triggers(state)
+            state = dataclasses.replace(state, config=dataclasses.replace(
+                state.config, config=dataclasses.replace(state.config.config, on_build=())))
+            for step_index, instr in enumerate([*triggers, *self.planned.stage.instructions]):
+                self.b._check_cancel()
+                state = self._step(state, instr, step_index)
+            return state
+        finally:
+            if self.checksums is not None:
+                self.checksums.close()
+
+    def _from(self) -> State:
+        base = self.planned.base
+        instr = self.planned.from_instruction
+        self.step_no = 1
+        if base.kind == "scratch":
+            config = ImageConfig(config=ContainerConfig(env=(DEFAULT_PATH_ENV,)), platform=Platform.host())
+            self.b.out.step(self.label(), "FROM scratch")
+            return State(config, (), cachekey.base_key("scratch", ""))
+        if base.kind == "stage":
+            assert base.stage is not None
+            parent = self.deps[base.stage]
+            self.b.out.step(self.label(), f"FROM {self.plan.stages[base.stage].label}")
+            return State(parent.config, parent.layers, cachekey.step_key(parent.key, "FROM-stage"))
+        image = self.b.base_image(base.name, instr)
+        self.b.out.step(self.label(), f"FROM {base.name}@{image.manifest_digest[:19]}")
+        config = dataclasses.replace(image.config, platform=Platform.host())
+        if not any(e.startswith("PATH=") for e in config.config.env):
+            config = dataclasses.replace(config, config=dataclasses.replace(
+                config.config, env=(DEFAULT_PATH_ENV, *config.config.env)))
+        return State(config, tuple(image.manifest.layers), cachekey.base_key("image", image.manifest_digest))
+
+    def _onbuild_triggers(self, state: State) -> list[Instruction]:
+        out: list[Instruction] = []
+        for expr in state.config.config.on_build:
+            nodes = lex(expr, filename="ONBUILD").nodes
+            for node in nodes:
+                instr = parse_instruction(node, self.escape, filename=f"ONBUILD in {self.planned.base.name}")
+                if isinstance(instr, Onbuild):
+                    raise BuildError("ONBUILD triggers may not contain ONBUILD")
+                out.append(instr)
+        return out
+
+    # ---- one step -------------------------------------------------------------------------------
+
+    def _step(self, state: State, instr: Instruction, step_index: int) -> State:
+        if isinstance(instr, Arg):
+            self._declare_args(instr, state.config.config)
+            return state
+        if isinstance(instr, _FS_STEPS):
+            self.step_no += 1
+        slot = cachekey.slot_id(self.b.dockerfile_id(), self.planned.index, step_index)
+        env = self.expansion_env(state.config.config)
+        if isinstance(instr, Run):
+            return self._run(state, instr, env, slot)
+        if isinstance(instr, Copy | Add):
+            return self._copy(state, instr, env, slot)
+        if isinstance(instr, Maintainer):
+            return self._metadata(state, instr, env, slot, author=instr.maintainer)
+        if isinstance(instr, Workdir):
+            return self._workdir(state, instr, env, slot)
+        return self._metadata(state, instr, env, slot)
+
+    def _declare_args(self, instr: Arg, config: ContainerConfig) -> None:
+        expanded = instr.expand(self.expansion_env(config), self.escape)
+        for name, default in expanded.pairs:
+            if name in self.b.opts.build_args:
+                self.args[name] = self.b.opts.build_args[name]
+            elif default is not None:
+                self.args[name] = default
+            elif name in self.plan.global_args:
+                self.args[name] = self.plan.global_args[name]
+            else:
+                self.args.pop(name, None)
+
+    def _lookup(self, key: str, inputs: SlotInputs, slot: str, text: str,
+                numbered: bool) -> State | None:
+        """A cache hit for ``key`` (printed as CACHED), or None after saying why it missed."""
+        cache = self.store.build_cache
+        if not self.b.opts.no_cache:
+            record = cache.get(key)
+            if record is not None and self._usable(record):
+                cache.touch(key)
+                cache.remember_inputs(slot, inputs)
+                if numbered:
+                    self.b.out.step(self.label(), text, cached=True)
+                    self.b.count(cached=True)
+                config = ImageConfig.from_bytes(self.store.blobs.read(record.config_digest))
+                return State(config, record.layers, key)
+        if numbered:
+            self.b.out.step(self.label(), text)
+            reason = "--no-cache" if self.b.opts.no_cache else cachekey.explain_miss(cache.last_inputs(slot), inputs)
+            self.b.out.miss(self.label(), reason)
+            self.b.count(cached=False, miss_reason=f"{text}: {reason}", run=text.startswith("RUN"))
+        return None
+
+    def _usable(self, record: CacheRecord) -> bool:
+        if not all(self.store.blobs.exists(d.digest) for d in record.layers):
+            return False
+        if not self.store.blobs.exists(record.config_digest):
+            return False
+        return not record.diff_ids or self.store.layers.exists(_digest.chain_id(list(record.diff_ids)))
+
+    def _save(self, key: str, state: State, inputs: SlotInputs, slot: str) -> State:
+        config_digest = self.store.blobs.put(state.config.to_bytes())
+        self.store.build_cache.put(CacheRecord(key, config_digest, state.layers, state.config.diff_ids, time.time()))
+        self.store.build_cache.remember_inputs(slot, inputs)
+        return dataclasses.replace(state, key=key)
+
+    def _public_args(self) -> dict[str, str]:
+        return {k: v for k, v in sorted(self.args.items()) if k not in PROXY_ARGS}
+
+    # ---- metadata steps -----------------------------------------------------------------------------
+
+    def _metadata(self, state: State, instr: Instruction, env: dict[str, str], slot: str,
+                  author: str | None = None) -> State:
+        config = state.config.config
+        if author is None:
+            new_cfg = imageconfig.apply(config, instr, extra_env=self.args, escape=self.escape,
+                                        cmd_set_in_stage=self.cmd_set)
+        else:
+            new_cfg = config
+        from .instructions import Cmd
+
+        if isinstance(instr, Cmd):
+            self.cmd_set = True
+        text = describe(instr.expand(env, self.escape) if hasattr(instr, "expand") else instr)
+        key = cachekey.step_key(state.key, "config", config=new_cfg.to_json(), author=author, text=text)
+        inputs = SlotInputs(key, state.key, text)
+        hit = self._lookup(key, inputs, slot, text, numbered=False)
+        if hit is not None:
+            return hit
+        img = dataclasses.replace(state.config, config=new_cfg, history=self._history(state.config, text, True),
+                                  author=author if author is not None else state.config.author)
+        return self._save(key, State(img, state.layers, key), inputs, slot)
+
+    def _workdir(self, state: State, instr: Workdir, env: dict[str, str], slot: str) -> State:
+        config = state.config.config
+        new_cfg = imageconfig.apply(config, instr, extra_env=self.args, escape=self.escape)
+        path = new_cfg.working_dir
+        text = f"WORKDIR {path}"
+        key = cachekey.step_key(state.key, "WORKDIR", path=path, user=config.user)
+        inputs = SlotInputs(key, state.key, text)
+        hit = self._lookup(key, inputs, slot, text, numbered=True)
+        if hit is not None:
+            return hit
+        started = time.monotonic()
+        layers = self.store.layers
+        parent = state.top_chain
+        img = dataclasses.replace(state.config, config=new_cfg)
+        if exists_below(layers.overlay, chain_lowers(layers, parent), path):
+            img = dataclasses.replace(img, history=self._history(state.config, text, True))
+            return self._save(key, State(img, state.layers, key), inputs, slot)
+        snap = layers.create(parent)
+        try:
+            with writable_snapshot(layers, snap) as root:
+                owner = resolve_chown(config.user, root) if config.user else None
+                make_dirs(root, path, owner=owner, epoch=self.b._epoch)
+        except BaseException:
+            layers.discard(snap)
+            raise
+        new_state = self._commit(state, img, snap, text)
+        self.b.out.done(self.label(), time.monotonic() - started)
+        return self._save(key, new_state, inputs, slot)
+
+    def _commit(self, state: State, img: ImageConfig, snap: Snapshot, created_by: str) -> State:
+        layer, desc = self.store.commit_snapshot(snap, source_date_epoch=self.b._epoch)
+        history = HistoryEntry(created=self.b.now(), created_by=created_by, comment="pybuild.dockerfile.v0")
+        new_img = dataclasses.replace(img, diff_ids=(*state.config.diff_ids, layer.diff_id),
+                                      history=(*state.config.history, history))
+        return State(new_img, (*state.layers, desc), state.key)
+
+    # ---- COPY / ADD ---------------------------------------------------------------------------------
+
+    def _copy(self, state: State, instr: Copy | Add, env: dict[str, str], slot: str) -> State:
+        expanded = instr.expand(env, self.escape)
+        docs = heredoc_sources(expanded.heredocs, lambda w: _expand_heredoc(w, env, self.escape))
+        config = state.config.config
+        workdir = config.working_dir or "/"
+        text = _copy_text(expanded)
+        files: dict[str, str] = {}
+        with self._copy_source(expanded, state) as (source_tree, source_chain, source_name):
+            sources_digest = self._sources_digest(expanded, source_tree, source_chain, files)
+            key = cachekey.step_key(
+                state.key, expanded.keyword, sources=expanded.sources, dest=expanded.dest, workdir=workdir,
+                heredocs=docs, chown=expanded.chown, chmod=expanded.chmod, excludes=expanded.excludes,
+                link=expanded.link, parents=getattr(expanded, "parents", False),
+                checksum=getattr(expanded, "checksum", None), source=source_name, digest=sources_digest)
+            if source_chain is not None or source_name.startswith("image:"):
+                files = {f"<{source_name.partition(':')[0]} {getattr(expanded, 'from_stage', '')}>": source_name}
+            inputs = SlotInputs(key, state.key, text, files=files)
+            hit = self._lookup(key, inputs, slot, text, numbered=True)
+            if hit is not None:
+                return hit
+            started = time.monotonic()
+            layers = self.store.layers
+            snap = layers.create(state.top_chain)
+            try:
+                if expanded.link:
+                    target_ctx: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(snap.diff_dir)
+                else:
+                    target_ctx = writable_snapshot(layers, snap)
+                with target_ctx as root:
+                    summary = copy_instruction(expanded, root, tree=source_tree, workdir=workdir, heredocs=docs,
+                                               preserve_owner=source_chain is not None or source_name != "context",
+                                               epoch=self.b._epoch, scratch_dir=self.b.scratch)
+            except BuildError as exc:
+                layers.discard(snap)
+                raise _located(instr, exc.message, exc.hint) from None
+            except BaseException:
+                layers.discard(snap)
+                raise
+        new_state = self._commit(state, state.config, snap, f"{text} # pybuild")
+        if str(summary):
+            self.b.out.line(f"  {summary}")
+        self.b.out.done(self.label(), time.monotonic() - started)
+        return self._save(key, new_state, inputs, slot)
+
+    @contextlib.contextmanager
+    def _copy_source(self, instr: Copy | Add, state: State) -> Iterator[tuple[SourceTree | None, str | None, str]]:
+        """(tree to copy from, its chain id when it is a stage or image, a name for the key)."""
+        from_ref = getattr(instr, "from_stage", None)
+        if from_ref is None:
+            yield self.b.opts.context, None, "context"
+            return
+        index = self.plan.stage_index(from_ref, self.planned.index)
+        if index is not None:
+            source = self.deps.get(index)
+            if source is None:
+                raise _located(instr, f"stage {from_ref!r} was not built")  # plan error: deps are complete
+            chain = source.top_chain
+            name = f"stage:{chain or 'empty'}"
+        else:
+            image = self.b.base_image(from_ref, instr)
+            chain = image.top_chain_id
+            name = f"image:{image.manifest_digest}"
+        with readonly_view(self.store.layers, chain, self.b.scratch) as root:
+            yield SourceTree(root, where=f"stage {from_ref}"), chain, name
+
+    def _sources_digest(self, instr: Copy | Add, tree: SourceTree | None, chain: str | None,
+                        files: dict[str, str]) -> str:
+        local = [s for s in instr.sources if not _is_url(s)]
+        urls = [s for s in instr.sources if _is_url(s)]
+        parts: list[str] = []
+        if local and tree is not None:
+            if chain is not None:
+                parts.append(f"chain:{chain}")  # a stage's content is named by its chain id
+                # the selection must still exist: checking it here gives the error at the right line
+            cache = None
+            if chain is None:
+                if self.checksums is None:
+                    self.checksums = ChecksumCache.for_store(self.store.root)
+                cache = self.checksums
+            try:
+                parts.append(checksum_sources(tree, local, instr.excludes, cache,
+                                              parents=getattr(instr, "parents", False), keyword=instr.keyword,
+                                              files=files if chain is None else None))
+            except BuildError as exc:
+                raise _located(instr, exc.message, exc.hint) from None
+        for url in urls:
+            parts.append(f"{url}={getattr(instr, 'checksum', None) or _url_digest(url, instr)}")
+        return str(_digest.of_bytes("\n".join(parts).encode()))
+
+    # ---- RUN ------------------------------------------------------------------------------------------
+
+    def _run(self, state: State, instr: Run, env: dict[str, str], slot: str) -> State:
+        from .runstep import RunStep
+
+        step = RunStep(self, state, instr, env)
+        text = step.text
+        args_used = self._public_args()
+        key = cachekey.step_key(state.key, "RUN", args=step.argv, mounts=step.mount_keys, network=step.network,
+                                security=instr.security, build_args=args_used)
+        inputs = SlotInputs(key, state.key, text, args=args_used)
+        hit = self._lookup(key, inputs, slot, text, numbered=True)
+        if hit is not None:
+            return hit
+        started = time.monotonic()
+        snap = self.store.layers.create(state.top_chain)
+        try:
+            step.execute(snap, self.label())
+        except BaseException:
+            self.store.layers.discard(snap)
+            raise
+        history_text = step.history_text(args_used)
+        new_state = self._commit(state, state.config, snap, history_text)
+        self.b.out.done(self.label(), time.monotonic() - started)
+        return self._save(key, new_state, inputs, slot)
+
+
+def _copy_text(instr: Copy | Add) -> str:
+    flags = []
+    if isinstance(instr, Copy) and instr.from_stage:
+        flags.append(f"--from={instr.from_stage}")
+    if instr.chown:
+        flags.append(f"--chown={instr.chown}")
+    if instr.chmod:
+        flags.append(f"--chmod={instr.chmod}")
+    if instr.link:
+        flags.append("--link")
+    if isinstance(instr, Copy) and instr.parents:
+        flags.append("--parents")
+    flags.extend(f"--exclude={e}" for e in instr.excludes)
+    srcs = [*instr.sources, *(f"<<{d.name}" for d in instr.heredocs)]
+    return " ".join([instr.keyword, *flags, *srcs, instr.dest])
+
+
+def _expand_heredoc(word: str, env: Mapping[str, str], escape: str) -> str:
+    from . import shellwords
+
+    # BuildKit expands heredoc bodies with quotes and escapes kept as written
+    return shellwords.expand(word, env, escape, raw_quotes=True, raw_escapes=True)
+
+
+def _is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
+
+
+def _url_digest(url: str, instr: Instruction) -> str:
+    """sha256 of what ``url`` serves now (ADD without --checksum must notice a changed file)."""
+    import hashlib
+
+    import requests
+
+    h = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=60, headers={"Accept-Encoding": "identity"}) as resp:
+            if resp.status_code >= 400:
+                raise _located(instr, f"ADD failed: GET {url}: invalid response status {resp.status_code}")
+            for chunk in resp.iter_content(1 << 20):
+                h.update(chunk)
+    except requests.RequestException as exc:
+        raise _located(instr, f"ADD failed: GET {url}: {exc}") from None
+    return "sha256:" + h.hexdigest()
+
+
+def run_build(store: Store, options: BuildOptions, output: BuildOutput | None = None,
+              on_builder: Callable[[Builder], None] | None = None) -> BuildResult:
+    builder = Builder(store, options, output)
+    if on_builder is not None:
+        on_builder(builder)
+    try:
+        return builder.build()
+    except KeyboardInterrupt:
+        builder.cancel()
+        raise

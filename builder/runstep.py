@@ -1,0 +1,291 @@
+"""One RUN step: the command, its mounts, and running it in a container over a new layer.
+
+The container's rootfs is the step's snapshot (upper) over an init dir with
+the build's ``/etc/hosts``, ``/etc/resolv.conf`` and ``/etc/hostname`` and
+the parent chain (lowers); the overlay is mounted inside the container's own
+mount namespace, so nothing stays mounted if the build dies. What the command
+writes lands in the snapshot's ``diff/``, which the caller commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pybuild.errors import BuildError, PybuildError
+from pybuild.store.layers import Snapshot
+
+from .checksum import checksum_sources
+from .imageconfig import DEFAULT_SHELL
+from .instructions import Run
+from .plan import PROXY_ARGS
+from .progress import OutputPump
+from .runmounts import MountSpec, parse_mounts
+from .snapshots import readonly_view, remove_mount_stubs
+
+if TYPE_CHECKING:
+    from pybuild.runtime.spec import Mount
+
+    from .executor import State, _StageRun
+
+SCRIPT_DIR = "/dev/pipes"
+
+
+class RunStep:
+    def __init__(self, stage: _StageRun, state: State, instr: Run, env: dict[str, str]) -> None:
+        self.stage = stage
+        self.b = stage.b
+        self.state = state
+        self.instr = instr
+        config = state.config.config
+        self.shell = tuple(config.shell or DEFAULT_SHELL)
+        self.script: tuple[str, str] | None = None  # (file name, content) of a heredoc script with #!
+        self.argv = self._argv()
+        try:
+            self.mounts = parse_mounts([_expand(m, env, stage.escape) for m in instr.mounts])
+        except PybuildError as exc:
+            raise _located(instr, exc.message) from None
+        network = instr.network or self.b.opts.network or "default"
+        self.network = "host" if network == "default" else network
+        self.mount_keys = [self._mount_key(m) for m in self.mounts]
+        self.text = _describe(instr)
+
+    # ---- the command ----------------------------------------------------------------------------
+
+    def _argv(self) -> tuple[str, ...]:
+        instr = self.instr
+        if not instr.prepend_shell:
+            assert isinstance(instr.command, list)
+            return tuple(instr.command)
+        assert isinstance(instr.command, str)
+        command = instr.command
+        if instr.heredocs:
+            only = instr.heredocs[0]
+            if len(instr.heredocs) == 1 and command.strip() in (f"<<{only.name}", f"<<-{only.name}",
+                                                                  f"<<'{only.name}'", f'<<"{only.name}"',
+                                                                  f"<<-'{only.name}'", f'<<-"{only.name}"'):
+                if only.content.startswith("#!"):
+                    name = hashlib.sha256(only.content.encode()).hexdigest()[:16]
+                    self.script = (name, only.content)
+                    return (f"{SCRIPT_DIR}/{name}",)
+                return (*self.shell, only.content)
+            # the shell reads the heredocs itself
+            body = "".join(f"{d.content}{d.name}\n" for d in instr.heredocs)
+            command = f"{command}\n{body}"
+        return (*self.shell, command)
+
+    def history_text(self, args: dict[str, str]) -> str:
+        prefix = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args.items()) + " " if args else ""
+        return f"RUN {prefix}{' '.join(self.argv)} # pybuild"
+
+    def process_env(self) -> tuple[str, ...]:
+        config = self.state.config.config
+        env = list(config.env)
+        names = {e.partition("=")[0] for e in env}
+        extra = {**{k: v for k, v in self.b.opts.build_args.items() if k in PROXY_ARGS}, **self.stage.args}
+        for key, value in extra.items():
+            if key not in names:
+                env.append(f"{key}={value}")
+        for m in self.mounts:
+            if m.type == "secret" and m.env:
+                env.append(f"{m.env}={self._secret(m).decode(errors='replace')}")
+        return tuple(env)
+
+    # ---- mounts -----------------------------------------------------------------------------------
+
+    def _mount_key(self, m: MountSpec) -> str:
+        key = m.canonical()
+        if m.type == "bind" and m.source_from is None:
+            try:
+                digest = checksum_sources(self.b.opts.context, [m.source or "."])
+            except BuildError as exc:
+                raise _located(self.instr, f"RUN --mount: {exc.message}") from None
+            key += f",content={digest}"
+        elif m.type == "bind":
+            key += f",chain={self._from_chain(m) or ''}"
+        return key
+
+    def _from_chain(self, m: MountSpec) -> str | None:
+        assert m.source_from is not None
+        index = self.stage.plan.stage_index(m.source_from, self.stage.planned.index)
+        if index is not None:
+            return self.stage.deps[index].top_chain
+        chain: str | None = self.b.base_image(m.source_from, self.instr).top_chain_id
+        return chain
+
+    def _secret(self, m: MountSpec) -> bytes:
+        source = self.b.opts.secrets.get(m.id)
+        if source is None:
+            if m.required:
+                raise _located(self.instr, f"secret {m.id} is required but was not given",
+                               f"pass --secret id={m.id},src=FILE")
+            return b""
+        return source.read()
+
+    @contextlib.contextmanager
+    def _runtime_mounts(self, scratch: Path) -> Iterator[list[Mount]]:
+        from pybuild.runtime.spec import Mount
+
+        mounts: list[Mount] = []
+        with contextlib.ExitStack() as stack:
+            for m in self.mounts:
+                if m.type == "tmpfs":
+                    opts = ("nosuid", "nodev") + ((f"size={m.size}",) if m.size else ())
+                    mounts.append(Mount("tmpfs", m.target, "tmpfs", opts))
+                elif m.type == "cache":
+                    mounts.append(Mount.bind(str(stack.enter_context(self._cache_dir(m))), m.target, readonly=False))
+                elif m.type == "secret":
+                    if not m.target:
+                        continue
+                    if m.id not in self.b.opts.secrets and not m.required:
+                        continue  # an optional secret that was not given: nothing is mounted
+                    path = scratch / f"secret-{hashlib.sha256(m.id.encode()).hexdigest()[:16]}"
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(self._secret(m))
+                    os.chown(path, m.uid or 0, m.gid or 0)
+                    os.chmod(path, m.mode if m.mode is not None else 0o400)
+                    mounts.append(Mount.bind(str(path), m.target, readonly=True))
+                else:  # bind
+                    source = self._bind_source(m, scratch, stack)
+                    mounts.append(Mount.bind(source, m.target, readonly=m.readonly))
+            if self.script is not None:
+                name, content = self.script
+                path = scratch / f"script-{name}"
+                path.write_text(content)
+                os.chmod(path, 0o755)
+                mounts.append(Mount.bind(str(path), f"{SCRIPT_DIR}/{name}", readonly=True))
+            yield mounts
+
+    def _bind_source(self, m: MountSpec, scratch: Path, stack: contextlib.ExitStack) -> str:
+        from pybuild.runtime.rootfs import secure_join
+
+        if m.source_from is None:
+            root = self.b.opts.context.root
+        else:
+            root = str(stack.enter_context(readonly_view(self.b.store.layers, self._from_chain(m), scratch)))
+        source: str = secure_join(root, m.source or "/")
+        if not os.path.exists(source):
+            raise _located(self.instr, f"RUN --mount: source {m.source or '/'} not found"
+                                       + (f" in {m.source_from}" if m.source_from else " in the build context"))
+        if not m.readonly:
+            # rw bind mounts: writes are thrown away with the step, as BuildKit does
+            copy = Path(tempfile.mkdtemp(prefix="bind-", dir=scratch))
+            if os.path.isdir(source):
+                shutil.copytree(source, copy / "src", symlinks=True)
+            else:
+                shutil.copy2(source, copy / "src", follow_symlinks=False)
+            return str(copy / "src")
+        return source
+
+    @contextlib.contextmanager
+    def _cache_dir(self, m: MountSpec) -> Iterator[Path]:
+        base = self.b.store.root / "buildcache" / "mounts"
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = hashlib.sha256(m.id.encode()).hexdigest()[:32]
+        path = base / name
+        if not path.exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=base))
+            os.chmod(tmp, m.mode if m.mode is not None else 0o755)
+            os.chown(tmp, m.uid or 0, m.gid or 0)
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                tmp.rmdir()  # another build made it first
+        if m.sharing != "locked":
+            yield path
+            return
+        fd = os.open(base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield path
+        finally:
+            os.close(fd)
+
+    # ---- running --------------------------------------------------------------------------------
+
+    def execute(self, snap: Snapshot, label: str) -> None:
+        from pybuild.runtime.run import execute
+        from pybuild.runtime.spec import ContainerSpec, OverlayRootfs, ProcessSpec
+
+        from .executor import BUILD_HOSTNAME
+
+        layers = self.b.store.layers
+        init = self.b.init_layer()
+        lowers = (init, *layers.lowers(snap.cache_id))
+        config = self.state.config.config
+        cwd = config.working_dir or "/"
+        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.b.scratch))
+        try:
+            with self._runtime_mounts(scratch) as mounts:
+                snap.merged_dir.mkdir(mode=0o700, exist_ok=True)
+                process = ProcessSpec(args=self.argv, env=self.process_env(), cwd=cwd, user=config.user)
+                spec = ContainerSpec(
+                    rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME, network=self.network,
+                    mounts=tuple(mounts),
+                    overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"))
+                pump = OutputPump(self.b.out)
+                started: list[object] = []
+
+                def on_started(proc: object, _cg: object) -> None:
+                    started.append(proc)
+                    self.b.track(proc, True)
+
+                try:
+                    result = execute(spec, cgroup_name=f"pybuild/build-{snap.cache_id[:16]}",
+                                     stdout=pump.write_fd, stderr=pump.write_fd, on_started=on_started,
+                                     proxy_signals=False)
+                except PybuildError as exc:
+                    raise _located(self.instr, f"RUN failed: {exc}") from None
+                finally:
+                    pump.finish()
+                    for proc in started:
+                        self.b.track(proc, False)
+            if result.exit_code != 0:
+                self.b._check_cancel()
+                detail = f"exit code: {result.exit_code}"
+                if result.oom_killed:
+                    detail = "killed: out of memory"
+                elif result.status.signal:
+                    detail = f"killed by signal {result.status.signal}"
+                tail = "\n".join(pump.tail) if self.b.out.quiet and pump.tail else ""
+                shown = json.dumps(list(self.argv)) if not self.instr.prepend_shell else " ".join(self.argv)
+                raise _located(self.instr, f'process "{shown}" did not complete successfully: {detail}'
+                               + (f"\n{tail}" if tail else ""))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                snap.merged_dir.rmdir()
+        targets = [m.target for m in self.mounts if m.target]
+        if self.script is not None:
+            targets.append(f"{SCRIPT_DIR}/{self.script[0]}")
+        remove_mount_stubs(snap.diff_dir, layers.overlay, [init, *layers.lowers(snap.cache_id)], targets)
+
+def _expand(word: str, env: dict[str, str], escape: str) -> str:
+    from . import shellwords
+
+    return shellwords.expand(word, env, escape)
+
+
+def _describe(instr: Run) -> str:
+    flags = [f"--mount={m}" for m in instr.mounts]
+    if instr.network:
+        flags.append(f"--network={instr.network}")
+    command = instr.command if isinstance(instr.command, str) else json.dumps(instr.command)
+    return " ".join(["RUN", *flags, command])
+
+
+def _located(instr: Run, message: str, hint: str | None = None) -> PybuildError:
+    from pybuild.errors import DockerfileError
+
+    return DockerfileError(message, hint, filename=instr.meta.filename, line=instr.line,
+                           source_line=instr.meta.source_line or None)
+

@@ -1,0 +1,142 @@
+"""Filesystem work of build steps on the layer store.
+
+* :func:`writable_snapshot`: a new layer over a parent chain, mounted with
+  overlay so COPY and WORKDIR see (and resolve symlinks and names against)
+  the image below while writing only the new layer's ``diff/``.
+* :func:`readonly_view`: a stage's or image's layers mounted read-only, the
+  source of ``COPY --from`` and ``RUN --mount=from=``.
+* :func:`exists_below`: whether a path exists in a chain, read from the layer
+  directories without mounting (whiteouts and opaque directories honoured).
+
+Mounts are made in the calling process's mount namespace and always undone
+in ``finally``; ``pybuild build`` runs in a private mount namespace of its
+own, so even a killed build leaves nothing mounted on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pybuild.store import mount as _mount
+from pybuild.store.layers import LINK_DIR, LayerStore, Snapshot
+
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def chain_lowers(layers: LayerStore, chain_id: str | None) -> list[str]:
+    """The lower dirs (relative to the overlay root, nearest first) of a chain's merged view."""
+    if chain_id is None:
+        return []
+    layer = layers.get(chain_id)
+    return [f"{LINK_DIR}/{layers.short_id(layer.cache_id)}", *layers.lowers(layer.cache_id)]
+
+
+@contextlib.contextmanager
+def writable_snapshot(layers: LayerStore, snap: Snapshot) -> Iterator[Path]:
+    """Mount ``snap`` over its parent chain; yields the merged dir (the diff dir itself when there is no parent)."""
+    lowers = layers.lowers(snap.cache_id)
+    if not lowers:
+        yield snap.diff_dir
+        return
+    target = snap.merged_dir
+    target.mkdir(mode=0o700, exist_ok=True)
+    _mount.mount_overlay(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work", target)
+    try:
+        yield target
+    finally:
+        _mount.umount(target, _mount.MNT_DETACH)
+        with contextlib.suppress(OSError):
+            target.rmdir()
+
+
+@contextlib.contextmanager
+def readonly_view(layers: LayerStore, chain_id: str | None, scratch: Path) -> Iterator[Path]:
+    """Mount a chain read-only at a fresh dir under ``scratch`` (an empty dir for an empty chain)."""
+    target = Path(tempfile.mkdtemp(prefix="view-", dir=scratch))
+    mounted = False
+    try:
+        lowers = chain_lowers(layers, chain_id)
+        if len(lowers) == 1:
+            _mount.mount(str(layers.overlay / lowers[0]), target, None, _mount.MS_BIND)
+            mounted = True
+            _mount.mount(None, target, None, _mount.MS_BIND | _mount.MS_REMOUNT | _mount.MS_RDONLY)
+        elif lowers:
+            _mount.mount_overlay(layers.overlay, lowers, None, None, target, readonly=True)
+            mounted = True
+        yield target
+    finally:
+        if mounted:
+            _mount.umount(target, _mount.MNT_DETACH)
+        with contextlib.suppress(OSError):
+            target.rmdir()
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path: str) -> bool:
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def exists_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
+    """Whether ``path`` (absolute, symlinks not followed) exists in the merged view of ``lowers``."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    if not parts:
+        return True
+    for lower in lowers:
+        current = os.path.join(overlay_root, lower)
+        opaque_above = False
+        for i, part in enumerate(parts):
+            current = os.path.join(current, part)
+            try:
+                st = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if _is_whiteout(st):
+                return False
+            if i == len(parts) - 1:
+                return True
+            if not stat.S_ISDIR(st.st_mode):
+                return False  # a file or (unfollowed) symlink on the way
+            if _is_opaque(current):
+                opaque_above = True  # layers further down are hidden below this directory
+        if opaque_above:
+            return False
+    return False
+
+
+def remove_mount_stubs(diff: Path, overlay_root: Path, lowers: list[str], targets: list[str]) -> None:
+    """Delete from a RUN's layer the empty mount points it created only to mount over them."""
+    for target in sorted(targets, key=lambda t: -t.count("/")):
+        parts = [p for p in target.split("/") if p]
+        while parts:
+            rel = "/".join(parts)
+            host = diff / rel
+            if exists_below(overlay_root, lowers, "/" + rel):
+                break
+            try:
+                st = host.lstat()
+            except OSError:
+                break
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    host.rmdir()
+                except OSError:
+                    break  # not empty: the command wrote there
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                host.unlink()
+            else:
+                break
+            parts.pop()
