@@ -116,6 +116,7 @@ class BuildStats:
     executed: int = 0
     runs: int = 0
     misses: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # cache records this build used or wrote (for --cache-to)
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,10 @@ class Builder:
             if miss_reason is not None:
                 self.stats.misses.append(miss_reason)
 
+    def used(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats.keys.append(key)
+
     def now(self) -> str:
         if self._epoch is not None:
             return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._epoch))
@@ -486,6 +491,7 @@ class _StageRun:
             if record is not None and self._usable(record):
                 cache.touch(key)
                 cache.remember_inputs(slot, inputs)
+                self.b.used(key)
                 if numbered:
                     self.b.out.step(self.label(), text, cached=True)
                     self.b.count(cached=True)
@@ -509,6 +515,7 @@ class _StageRun:
         config_digest = self.store.blobs.put(state.config.to_bytes())
         self.store.build_cache.put(CacheRecord(key, config_digest, state.layers, state.config.diff_ids, time.time()))
         self.store.build_cache.remember_inputs(slot, inputs)
+        self.b.used(key)
         return dataclasses.replace(state, key=key)
 
     def _public_args(self) -> dict[str, str]:
