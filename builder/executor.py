@@ -107,6 +107,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     dockerfile_text: str | None = None
     dockerfile_name: str = "Dockerfile"
+    limits: Any = None  # runtime.cgroups.Limits for RUN steps (--memory, --cpus, --pids-limit)
 
 
 @dataclass
@@ -642,7 +643,12 @@ class _StageRun:
             chain = source.top_chain
             name = f"stage:{chain or 'empty'}"
         else:
-            image = self.b.base_image(from_ref, instr)
+            try:
+                image = self.b.base_image(from_ref, instr)
+            except PybuildError as exc:
+                message = exc.message if isinstance(exc, DockerfileError) else str(exc)
+                raise _located(instr, f"COPY --from={from_ref}: no stage named {from_ref!r} before this one, "
+                                      f"and no such image ({message})") from None
             chain = image.top_chain_id
             name = f"image:{image.manifest_digest}"
         with readonly_view(self.store.layers, chain, self.b.scratch) as root:

@@ -120,6 +120,9 @@ def make_plan(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str
             if base_instr.platform.lower() not in (host, host.rsplit("/", 1)[0] if host.count("/") == 2 else host):
                 raise _error(stage.base, f"platform {base_instr.platform} is not supported",
                              f"pybuild builds for the host platform ({host}) only")
+        if stage.name is not None and image.lower() == stage.name:
+            raise _error(stage.base, f"circular dependency detected on stage: {stage.name}",
+                         "a stage cannot start FROM itself")
         index = next((p.index for p in plan.stages if p.stage.name == image.lower()), None)
         if image.lower() == "scratch":
             base = StageBase("scratch", "scratch")

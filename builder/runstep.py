@@ -241,8 +241,8 @@ class RunStep:
 
                 try:
                     result = execute(spec, cgroup_name=f"pybuild/build-{snap.cache_id[:16]}",
-                                     stdout=pump.write_fd, stderr=pump.write_fd, on_started=on_started,
-                                     proxy_signals=False)
+                                     limits=self.b.opts.limits, stdout=pump.write_fd, stderr=pump.write_fd,
+                                     on_started=on_started, proxy_signals=False)
                 except PybuildError as exc:
                     raise _located(self.instr, f"RUN failed: {exc}") from None
                 finally:
@@ -251,12 +251,15 @@ class RunStep:
                         self.b.track(proc, False)
             if result.exit_code != 0:
                 self.b._check_cancel()
+                from pybuild.runtime.run import oom_message
+
                 detail = f"exit code: {result.exit_code}"
                 if result.oom_killed:
-                    detail = "killed: out of memory"
+                    detail = oom_message(result.memory_limit).replace("container killed", "killed")
                 elif result.status.signal:
                     detail = f"killed by signal {result.status.signal}"
-                tail = "\n".join(pump.tail) if self.b.out.quiet and pump.tail else ""
+                lines = list(pump.tail)[-10:]
+                tail = "\n".join(["last output:", *(f"  {line}" for line in lines)]) if lines else ""
                 shown = json.dumps(list(self.argv)) if not self.instr.prepend_shell else " ".join(self.argv)
                 raise _located(self.instr, f'process "{shown}" did not complete successfully: {detail}'
                                + (f"\n{tail}" if tail else ""))

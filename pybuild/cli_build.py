@@ -149,16 +149,24 @@ def _enter_private_mount_namespace() -> None:
 @click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto", show_default=True)
 @click.option("--explain", is_flag=True, help="Say why each step missed the cache.")
 @click.option("--iidfile", default=None, help="Write the image ID to this file.")
+@click.option("-o", "--output", "outputs", multiple=True,
+              help="Also write the result: type=oci|docker,dest=FILE (archive), type=local,dest=DIR, "
+                   "type=tar,dest=FILE (the filesystem).")
 @click.option("--platform", default=None, help="Target platform (only the host's is supported).")
 @click.option("--push", is_flag=True, help="Push the image to its registry after the build.")
 @click.option("--cache-to", "cache_to", default=None, help="Export the build cache (type=registry,ref=REF).")
 @click.option("--cache-from", "cache_from", multiple=True, help="Use a build cache (type=registry,ref=REF).")
+@click.option("-m", "--memory", default=None, help="Memory limit for RUN steps (e.g. 512m).")
+@click.option("--cpus", type=float, default=None, help="CPU limit for RUN steps (e.g. 1.5).")
+@click.option("--cpu-shares", type=int, default=None, help="CPU shares (relative weight) for RUN steps.")
+@click.option("--pids-limit", type=int, default=None, help="Process limit for RUN steps.")
 @click.pass_context
 def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfile: str | None,
               build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, jobs: int | None,
               network: str, secrets: tuple[str, ...], labels: tuple[str, ...], quiet: bool, progress: str,
-              explain: bool, iidfile: str | None, platform: str | None, push: bool, cache_to: str | None,
-              cache_from: tuple[str, ...]) -> None:
+              explain: bool, iidfile: str | None, outputs: tuple[str, ...], platform: str | None, push: bool, cache_to: str | None,
+              cache_from: tuple[str, ...], memory: str | None, cpus: float | None, cpu_shares: int | None,
+              pids_limit: int | None) -> None:
     """Build an image from a Dockerfile (also: pybuild [OPTIONS] CONTEXT)."""
     import os
     import signal
@@ -179,12 +187,26 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
         refs.append(ref)
     if push and not refs:
         raise UsageError("--push needs a name", "add -t REGISTRY/NAME:TAG")
+    if cache_to or cache_from:
+        from pybuild.builder.remotecache import parse_spec
+
+        for spec in cache_from:
+            parse_spec(spec, "--cache-from")  # a bad value fails now, not after the build
+        if cache_to:
+            parse_spec(cache_to, "--cache-to")
     if platform is not None:
         host = host_platform_args()["TARGETPLATFORM"]
         if platform.lower() not in (host, host.split("/")[1] if "/" in host else host):
             raise UsageError(f"platform {platform} is not supported", f"pybuild builds for the host ({host}) only")
+    from pybuild.runtime import cgroups
+
+    limits = cgroups.validate(cgroups.Limits(memory=cgroups.parse_memory(memory) if memory else None,
+                                             cpus=cpus, cpu_shares=cpu_shares, pids=pids_limit))
     args = _key_values(build_args, "--build-arg", from_env=True)
     label_map = _key_values(labels, "--label")
+    from pybuild.builder.outputs import parse_output
+
+    output_specs = [parse_output(o) for o in outputs]
     secret_map = _secrets(secrets)
     store = settings.store()
     if context == "-":
@@ -205,7 +227,8 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
         with ctx_obj:
             options = BuildOptions(context=ctx_obj, tags=refs, build_args=args, target=target, no_cache=no_cache,
                                    pull=pull, jobs=jobs or 0, network=network, secrets=secret_map,
-                                   labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name)
+                                   labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name,
+                                   limits=limits)
             if cache_from:
                 from pybuild.builder.remotecache import import_cache
 
@@ -219,6 +242,11 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
     finally:
         signal.signal(signal.SIGTERM, previous)
     image = result.image
+    if output_specs:
+        from pybuild.builder.outputs import write_output
+
+        for spec in output_specs:
+            write_output(store, image, spec, refs)
     if iidfile:
         Path(iidfile).write_text(image.id)
     if quiet or progress == "quiet":

@@ -78,7 +78,7 @@ def execute(spec: ContainerSpec, *, cgroup_name: str, limits: cgroups.Limits | N
                 status = proc.wait()
         finally:
             proc.close()
-        oom = status.signal == signal.SIGKILL and cg.oom_killed()
+        oom = (status.signal == signal.SIGKILL or status.code == 137) and cg.oom_killed()
         return RunResult(status, oom, limits.memory)
     finally:
         cg.remove()
