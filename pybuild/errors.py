@@ -128,3 +128,15 @@ class ContainerError(PybuildError):
 
 class RegistryError(PybuildError):
     """A registry operation failed."""
+
+
+class NetworkError(PybuildError):
+    """A network cannot be created, used or removed: bridges, addresses, published ports.
+
+    ``pybuild run``/``create``/``start`` report these with Docker's 125, the
+    ``network`` commands with 1.
+    """
+
+
+class NetworkNotFound(NetworkError, NotFoundError):
+    pass
