@@ -165,8 +165,8 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
               build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, jobs: int | None,
               network: str, secrets: tuple[str, ...], labels: tuple[str, ...], quiet: bool, progress: str,
               explain: bool, iidfile: str | None, outputs: tuple[str, ...], platform: str | None, push: bool,
-              cache_to: str | None, cache_from: tuple[str, ...], memory: str | None, cpus: float | None, cpu_shares: int | None,
-              pids_limit: int | None) -> None:
+              cache_to: str | None, cache_from: tuple[str, ...], memory: str | None, cpus: float | None,
+              cpu_shares: int | None, pids_limit: int | None) -> None:
     """Build an image from a Dockerfile (also: pybuild [OPTIONS] CONTEXT)."""
     import os
     import signal

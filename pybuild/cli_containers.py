@@ -181,8 +181,11 @@ def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool) -> None:
         command = " ".join(config.args)
         if not no_trunc:
             command = ui.truncate(command, 20)
+        ports = ""
+        if state.running and config.ports:
+            ports = ", ".join(str(b) for b in rt.network_info(config).ports)
         rows.append((config.id if no_trunc else config.short_id, config.image, f'"{command}"',
-                     ui.ago(config.created), _status_text(state), "", config.name))
+                     ui.ago(config.created), _status_text(state), ports, config.name))
     if quiet:
         for row in rows:
             click.echo(row[0])
@@ -373,6 +376,13 @@ def commit_cmd(settings: Settings, container: str, reference: str | None, messag
     click.echo(image.id)
 
 
+def _port_bindings(config: Any) -> dict[str, list[dict[str, str]]]:
+    out: dict[str, list[dict[str, str]]] = {}
+    for b in config.ports:
+        out.setdefault(b.key, []).append({"HostIp": b.host_ip, "HostPort": str(b.host_port) if b.host_port else ""})
+    return out
+
+
 def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
     state = rt.refresh(config)
     layers = rt.store.layers
@@ -397,6 +407,8 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
         "HostConfig": {"Memory": config.memory or 0, "MemorySwap": config.memory_swap or 0,
                        "NanoCpus": int((config.cpus or 0) * 1e9), "CpuShares": config.cpu_shares or 0,
                        "PidsLimit": config.pids_limit, "NetworkMode": config.network,
+                       "PortBindings": _port_bindings(config), "Dns": list(config.dns),
+                       "ExtraHosts": list(config.add_hosts) or None,
                        "AutoRemove": config.auto_remove, "Init": config.init,
                        "Binds": [f"{m.source}:{m.target}" + (":ro" if m.readonly else "")
                                  for m in config.mounts if m.kind == "bind"]},
@@ -410,7 +422,28 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                    "OpenStdin": config.interactive, "StopSignal": config.stop_signal,
                    "StopTimeout": config.stop_timeout, "Labels": dict(config.labels)},
         "GraphDriver": {"Name": "overlay2", "Data": graph},
+        "NetworkSettings": network_settings_doc(rt, config),
     }
+
+
+def network_settings_doc(rt: Any, config: Any) -> dict[str, Any]:
+    """Docker's NetworkSettings: the address fields at the top (the default network's way) and per network."""
+    info = rt.network_info(config)
+    ports: dict[str, list[dict[str, str]] | None] = {}
+    for b in config.ports:
+        ports.setdefault(b.key, None)
+    for b in info.ports:
+        entry = ports.get(b.key) or []
+        entry.append({"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)})
+        ports[b.key] = entry
+    networks: dict[str, Any] = {}
+    if info.network:
+        networks[info.network] = {"NetworkID": info.network_id, "Gateway": info.gateway, "IPAddress": info.ip,
+                                  "IPPrefixLen": info.prefixlen, "MacAddress": info.mac}
+    elif not info.mode.startswith("container:"):
+        networks[info.mode] = {"NetworkID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}
+    return {"Bridge": info.bridge, "SandboxKey": info.sandbox, "Ports": ports, "Gateway": info.gateway,
+            "IPAddress": info.ip, "IPPrefixLen": info.prefixlen, "MacAddress": info.mac, "Networks": networks}
 
 
 @click.group("volume")
