@@ -366,3 +366,20 @@ def test_interrupted_build_leaves_nothing(bcli: Cli, ctx: Path, sig: int) -> Non
     bcli("prune")  # reclaims what a killed build left (its snapshot, its cgroup)
     leftovers = [p for p in Path("/sys/fs/cgroup").glob("*/pybuild/build-*")]
     assert not leftovers
+
+
+def test_source_date_epoch_gives_the_same_digest_in_two_fresh_stores(workdir: Path, busybox_tar: Path,
+                                                                      ctx: Path) -> None:
+    write_context(ctx, {"Dockerfile": "FROM busybox\nWORKDIR /app\nCOPY f.txt ./\nRUN cp f.txt g.txt\n"
+                                      "ENV X=1\nCMD [\"cat\", \"/app/g.txt\"]\n", "f.txt": "f\n"})
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    digests = []
+    for name in ("a", "b"):
+        cli = Cli(workdir / f"root-{name}")
+        cli("import", str(busybox_tar), "busybox:latest", env=env)
+        cli("build", "-t", "repro:v1", str(ctx), env=env)
+        info = inspect(cli, "repro:v1")
+        digests.append((info["Id"], info["RepoDigests"] if "RepoDigests" in info else None,
+                        info["RootFS"]["Layers"]))
+        os.utime(ctx / "f.txt", None)  # a later mtime must not matter
+    assert digests[0] == digests[1]
