@@ -624,7 +624,7 @@ class _StageRun:
                 raise
         new_state = self._commit(state, state.config, snap, f"{text} # pybuild")
         if str(summary):
-            self.b.out.line(f"  {summary}")
+            self.b.out.output(self.label(), f"  {summary}")
         self.b.out.done(self.label(), time.monotonic() - started)
         return self._save(key, new_state, inputs, slot)
 

@@ -232,7 +232,7 @@ class RunStep:
                     rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME, network=self.network,
                     mounts=tuple(mounts),
                     overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"))
-                pump = OutputPump(self.b.out)
+                pump = OutputPump(self.b.out, label)
                 started: list[object] = []
 
                 def on_started(proc: object, _cg: object) -> None:

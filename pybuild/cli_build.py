@@ -146,7 +146,8 @@ def _enter_private_mount_namespace() -> None:
 @click.option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
 @click.option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
-@click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto", show_default=True)
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]), default="auto", show_default=True,
+              help="auto: a live view on a terminal, plain lines otherwise.")
 @click.option("--explain", is_flag=True, help="Say why each step missed the cache.")
 @click.option("--iidfile", default=None, help="Write the image ID to this file.")
 @click.option("-o", "--output", "outputs", multiple=True,
@@ -219,8 +220,15 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
         ctx_obj = Context.from_dir(context, dockerfile)
         df_text = sys.stdin.read() if dockerfile == "-" else None
         df_name = "Dockerfile" if dockerfile in (None, "-") else os.path.basename(dockerfile)
-    mode = "quiet" if quiet or progress == "quiet" else "plain"
-    output = BuildOutput(mode, explain=explain, stream=sys.stdout)
+    output: BuildOutput
+    if quiet or progress == "quiet":
+        output = BuildOutput("quiet")
+    elif progress == "tty" or (progress == "auto" and sys.stdout.isatty()):
+        from pybuild.builder.progress import LiveOutput
+
+        output = LiveOutput(sys.stdout, explain=explain)
+    else:
+        output = BuildOutput("plain", explain=explain, stream=sys.stdout)
     _enter_private_mount_namespace()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -234,7 +242,12 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
 
                 for spec in cache_from:
                     import_cache(store, spec, output)
-            result = run_build(store, options, output)
+            try:
+                result = run_build(store, options, output)
+            except BaseException:
+                output.finish(ok=False)
+                raise
+            output.finish(ok=True)
             if cache_to:
                 from pybuild.builder.remotecache import export_cache
 
