@@ -217,8 +217,8 @@ class Store:
         finally:
             os.close(fd)
 
-    def live_set(self) -> tuple[set[str], set[str]]:
-        """(chain ids, blob digests) reachable from images and containers."""
+    def live_set(self, include_build_cache: bool = True) -> tuple[set[str], set[str]]:
+        """(chain ids, blob digests) reachable from images, containers and (by default) the build cache."""
         chains: set[str] = set()
         blobs: set[str] = set()
         for image in self.images.walk():
@@ -229,7 +229,7 @@ class Store:
                 blobs.add(index)
             blobs.update(d.digest for d in image.manifest.layers)
             chains.update(image.chain_ids)
-        for record in self.build_cache.walk():
+        for record in self.build_cache.walk() if include_build_cache else ():
             blobs.add(record.config_digest)
             blobs.update(d.digest for d in record.layers)
             chains.update(_digest.chain_ids(list(record.diff_ids)))
@@ -339,8 +339,13 @@ class Store:
         tagged = set(self.images.refs().values())
         image_bytes = sum(img.size for img in images)
         untagged = sum(img.size for img in images if img.manifest_digest not in tagged)
+        without_cache, _ = self.live_set(include_build_cache=False)
+        records = list(self.build_cache.walk())
+        cache_only = live_chains - without_cache
+        cache_bytes = sum(layer.size for layer in layers if layer.chain_id in cache_only)
         return {
             "Images": (len(images), image_bytes, untagged),
+            "Build Cache": (len(records), cache_bytes, cache_bytes),
             "Layers": (len(layers), sum(layer.size for layer in layers),
                        sum(layer.size for layer in layers if layer.chain_id not in live_chains)),
             "Blobs": (len(blob_sizes), sum(blob_sizes.values()),
