@@ -228,7 +228,8 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
 
         output = LiveOutput(sys.stdout, explain=explain)
     else:
-        output = BuildOutput("plain", explain=explain, stream=sys.stdout)
+        # asked-for plain output says why steps missed, as --explain does
+        output = BuildOutput("plain", explain=explain or progress == "plain", stream=sys.stdout)
     _enter_private_mount_namespace()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
