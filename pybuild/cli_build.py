@@ -245,14 +245,14 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
                     import_cache(store, spec, output)
             try:
                 result = run_build(store, options, output)
+                if cache_to:  # before finish: a live view shows lines only while it runs
+                    from pybuild.builder.remotecache import export_cache
+
+                    export_cache(store, cache_to, result, output)
             except BaseException:
                 output.finish(ok=False)
                 raise
             output.finish(ok=True)
-            if cache_to:
-                from pybuild.builder.remotecache import export_cache
-
-                export_cache(store, cache_to, result, output)
     finally:
         signal.signal(signal.SIGTERM, previous)
     image = result.image

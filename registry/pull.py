@@ -26,7 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pybuild.errors import DigestMismatch, LayerError, PybuildError, RegistryError
@@ -101,6 +101,15 @@ def pull(store: Store, ref: str | _reference.Reference, platform: Platform | Non
                 cl.close()
 
 
+def fetch_layers(store: Store, client: RegistryClient, repo: str, layers: Sequence[Descriptor],
+                 diff_ids: Sequence[str], progress: Progress | None = None) -> int:
+    """Download (verified) and register the layer chain ``layers`` (diff-ids ``diff_ids``) from ``repo``, as a
+    pull does an image's; returns the blobs downloaded. The caller holds ``store.writing()``."""
+    puller = _Puller(store, client, _reference.Reference(client.domain, repo), None, progress or NullProgress())
+    puller._layers(layers, diff_ids)
+    return puller.downloaded
+
+
 class _Puller:
     def __init__(self, store: Store, client: RegistryClient, ref: _reference.Reference,
                  platform: Platform | None, progress: Progress) -> None:
@@ -148,7 +157,7 @@ class _Puller:
             if self.platform is not None and index is None and not config.platform.matches(self.platform):
                 raise RegistryError(f"image {ref.familiar()} is for {config.platform}, not {self.platform}",
                                     "pull without --platform or pick another image")
-            self._layers(manifest, config)
+            self._layers(manifest.layers, config.diff_ids)
             blobs = self.store.blobs
             blobs.put(config_bytes, manifest.config.digest)
             blobs.put(fetched.data, fetched.digest)
@@ -204,12 +213,12 @@ class _Puller:
 
     # ---- layers -------------------------------------------------------------------
 
-    def _layers(self, manifest: Manifest, config: ImageConfig) -> None:
+    def _layers(self, layers: Sequence[Descriptor], diff_ids: Sequence[str]) -> None:
         store = self.store
-        chains = _digest.chain_ids(list(config.diff_ids))
+        chains = _digest.chain_ids(list(diff_ids))
         todo: dict[str, Descriptor] = {}
         have_layer: list[bool] = []
-        for desc, chain in zip(manifest.layers, chains, strict=True):
+        for desc, chain in zip(layers, chains, strict=True):
             layer_there = store.layers.exists(chain)
             have_layer.append(layer_there)
             if layer_there and store.blobs.exists(desc.digest):
@@ -224,14 +233,14 @@ class _Puller:
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
         futures = {dgst: executor.submit(self._download, desc) for dgst, desc in todo.items()}
         try:
-            for i, (desc, chain) in enumerate(zip(manifest.layers, chains, strict=True)):
+            for i, (desc, chain) in enumerate(zip(layers, chains, strict=True)):
                 key = short(desc.digest)
                 future = futures.get(desc.digest)
                 if future is not None:
                     future.result()
                 if have_layer[i]:
                     if future is not None:
-                        self._check_diff_id(desc, config.diff_ids[i])
+                        self._check_diff_id(desc, diff_ids[i])
                     self.progress.update(key, "Pull complete")
                     continue
                 if store.layers.exists(chain):  # committed meanwhile (another pull, or a repeated layer)
@@ -241,7 +250,7 @@ class _Puller:
                 parent = chains[i - 1] if i else None
                 with store.blobs.open(desc.digest) as f:
                     try:
-                        store.layers.register(f, parent, expected_diff_id=config.diff_ids[i])
+                        store.layers.register(f, parent, expected_diff_id=diff_ids[i])
                     except PybuildError as exc:
                         raise prefixed(exc, f"layer {i + 1} ({key})") from None
                 self.progress.update(key, "Pull complete")
