@@ -240,7 +240,7 @@ class RunStep:
                     self.b.track(proc, True)
 
                 try:
-                    result = execute(spec, cgroup_name=f"pybuild/build-{snap.cache_id[:16]}",
+                    result = execute(spec, cgroup_name=f"pybuild/{build_cgroup_prefix(self.b.store.root)}{snap.cache_id[:12]}",
                                      limits=self.b.opts.limits, stdout=pump.write_fd, stderr=pump.write_fd,
                                      on_started=on_started, proxy_signals=False)
                 except PybuildError as exc:
@@ -271,6 +271,11 @@ class RunStep:
         if self.script is not None:
             targets.append(f"{SCRIPT_DIR}/{self.script[0]}")
         remove_mount_stubs(snap.diff_dir, layers.overlay, [init, *layers.lowers(snap.cache_id)], targets)
+
+def build_cgroup_prefix(store_root: Path) -> str:
+    """RUN cgroups are ``pybuild/build-<store tag>-<snapshot>``: whose build made one is visible."""
+    return f"build-{hashlib.sha256(str(store_root).encode()).hexdigest()[:8]}-"
+
 
 def _expand(word: str, env: dict[str, str], escape: str) -> str:
     from . import shellwords

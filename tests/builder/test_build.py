@@ -12,11 +12,11 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.builder.conftest import build_cgroups
 from tests.conftest import Cli
 
 
@@ -36,18 +36,6 @@ def ctx(workdir: Path) -> Path:
     path = workdir / "ctx"
     path.mkdir()
     return path
-
-
-@pytest.fixture
-def bcli(cli: Cli, busybox: str) -> Iterator[Cli]:
-    """The CLI over a store with busybox; afterwards no build cgroup, snapshot or process remains."""
-    yield cli
-    leftovers = [p for p in Path("/sys/fs/cgroup").glob("*/pybuild/build-*")]
-    assert not leftovers, f"build cgroups left behind: {leftovers}"
-    owners = list((cli.root / "tmp").glob("layer-*.owner"))
-    assert not owners, f"snapshots left behind: {owners}"
-    procs = subprocess.run(["pgrep", "-f", str(cli.root)], capture_output=True, text=True).stdout.split()
-    assert not procs, f"processes left behind: {procs}"
 
 
 def inspect(cli: Cli, ref: str) -> dict:  # type: ignore[type-arg]
@@ -364,8 +352,7 @@ def test_interrupted_build_leaves_nothing(bcli: Cli, ctx: Path, sig: int) -> Non
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(bcli.root) not in mounts
     bcli("prune")  # reclaims what a killed build left (its snapshot, its cgroup)
-    leftovers = [p for p in Path("/sys/fs/cgroup").glob("*/pybuild/build-*")]
-    assert not leftovers
+    assert not build_cgroups(bcli.root)
 
 
 def test_source_date_epoch_gives_the_same_digest_in_two_fresh_stores(workdir: Path, busybox_tar: Path,
