@@ -240,9 +240,9 @@ class RunStep:
                     self.b.track(proc, True)
 
                 try:
-                    result = execute(spec, cgroup_name=f"pybuild/{build_cgroup_prefix(self.b.store.root)}{snap.cache_id[:12]}",
-                                     limits=self.b.opts.limits, stdout=pump.write_fd, stderr=pump.write_fd,
-                                     on_started=on_started, proxy_signals=False)
+                    cgroup = f"pybuild/{build_cgroup_prefix(self.b.store.root)}{snap.cache_id[:12]}"
+                    result = execute(spec, cgroup_name=cgroup, limits=self.b.opts.limits, stdout=pump.write_fd,
+                                     stderr=pump.write_fd, on_started=on_started, proxy_signals=False)
                 except PybuildError as exc:
                     raise _located(self.instr, f"RUN failed: {exc}") from None
                 finally:
