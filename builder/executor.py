@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pybuild.errors import BuildError, DockerfileError, ImageNotFound, PybuildError
+from pybuild.errors import BuildError, DockerfileError, ImageNotFound, PybuildError, TooManyLayers
 from pybuild.store import digest as _digest
 from pybuild.store import reference as _reference
 from pybuild.store.buildcache import CacheRecord, SlotInputs
@@ -45,7 +45,9 @@ from .instructions import (
     Add,
     Arg,
     Copy,
+    Env,
     Instruction,
+    Label,
     Maintainer,
     Onbuild,
     Run,
@@ -365,6 +367,8 @@ def describe(instr: Instruction) -> str:
         if isinstance(instr.command, str):
             return f"RUN {instr.command}"
         return "RUN " + json.dumps(instr.command)
+    if isinstance(instr, Env | Label):
+        return f"{instr.keyword} " + " ".join(f"{k}={v}" for k, v in instr.pairs)
     return instr.original.strip() if instr.original else type(instr).keyword
 
 
@@ -563,7 +567,7 @@ class _StageRun:
         if exists_below(layers.overlay, chain_lowers(layers, parent), path):
             img = dataclasses.replace(img, history=self._history(state.config, text, True))
             return self._save(key, State(img, state.layers, key), inputs, slot)
-        snap = layers.create(parent)
+        snap = self._new_snapshot(instr, parent)
         try:
             with writable_snapshot(layers, snap) as root:
                 owner = resolve_chown(config.user, root) if config.user else None
@@ -574,6 +578,12 @@ class _StageRun:
         new_state = self._commit(state, img, snap, text)
         self.b.out.done(self.label(), time.monotonic() - started)
         return self._save(key, new_state, inputs, slot)
+
+    def _new_snapshot(self, instr: Instruction, parent: str | None) -> Snapshot:
+        try:
+            return self.store.layers.create(parent)
+        except TooManyLayers as exc:
+            raise _located(instr, exc.message, exc.hint) from None
 
     def _commit(self, state: State, img: ImageConfig, snap: Snapshot, created_by: str) -> State:
         layer, desc = self.store.commit_snapshot(snap, source_date_epoch=self.b._epoch)
@@ -606,7 +616,7 @@ class _StageRun:
                 return hit
             started = time.monotonic()
             layers = self.store.layers
-            snap = layers.create(state.top_chain)
+            snap = self._new_snapshot(instr, state.top_chain)
             try:
                 if expanded.link:
                     target_ctx: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(snap.diff_dir)
@@ -693,7 +703,7 @@ class _StageRun:
         if hit is not None:
             return hit
         started = time.monotonic()
-        snap = self.store.layers.create(state.top_chain)
+        snap = self._new_snapshot(instr, state.top_chain)
         try:
             step.execute(snap, self.label())
         except BaseException:

@@ -60,14 +60,18 @@ def shell_command(config: ContainerConfig, command: list[str] | str, prepend_she
     return tuple(command)
 
 
-def normalise_port(port: str, where: Instruction) -> str:
+def normalise_ports(port: str, where: Instruction) -> list[str]:
+    """``80``, ``53/udp``, ``8000-8001/tcp`` as config keys; a range is expanded, as Docker does."""
     number, _, proto = port.partition("/")
     proto = (proto or "tcp").lower()
     first, _, last = number.partition("-")
     ok = first.isdigit() and (not last or last.isdigit()) and proto in ("tcp", "udp", "sctp")
-    if not ok or not 0 < int(first) < 65536:
+    if ok:
+        low, high = int(first), int(last or first)
+        ok = 0 < low <= high < 65536
+    if not ok:
         raise DockerfileError(f"invalid containerPort: {port}", filename=where.meta.filename, line=where.line)
-    return f"{number}/{proto}"
+    return [f"{n}/{proto}" for n in range(low, high + 1)]
 
 
 def apply(config: ContainerConfig, instr: Instruction, *, extra_env: Mapping[str, str] | None = None,
@@ -93,7 +97,7 @@ def apply(config: ContainerConfig, instr: Instruction, *, extra_env: Mapping[str
     if isinstance(instr, User):
         return replace(config, user=instr.user)
     if isinstance(instr, Expose):
-        ports = set(config.exposed_ports) | {normalise_port(p, instr) for p in instr.ports}
+        ports = set(config.exposed_ports) | {key for p in instr.ports for key in normalise_ports(p, instr)}
         return replace(config, exposed_ports=tuple(sorted(ports)))
     if isinstance(instr, Volume):
         return replace(config, volumes=tuple(sorted(set(config.volumes) | set(instr.paths))))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pybuild.errors import DockerfileError, UsageError
 
 from . import shellwords
-from .instructions import Copy, Dockerfile, From, Run, Stage
+from .instructions import Copy, Dockerfile, From, Instruction, Run, Stage
 from .runmounts import parse_mount
 
 # Usable without an ARG line, and kept out of cache keys and history (as Docker does).
@@ -101,7 +101,7 @@ def resolve_global_args(dockerfile: Dockerfile, build_args: Mapping[str, str]) -
     return values
 
 
-def _error(instr: From | Copy | Run, message: str, hint: str | None = None) -> DockerfileError:
+def _error(instr: Instruction, message: str, hint: str | None = None) -> DockerfileError:
     return DockerfileError(message, hint, filename=instr.meta.filename, line=instr.line,
                            source_line=instr.meta.source_line or None)
 
@@ -138,7 +138,10 @@ def make_plan(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str
                 dep = plan.stage_index(ref, stage.index)
                 if dep is not None:
                     planned.deps.add(dep)
-                elif dockerfile.stage(ref) is not None and isinstance(instr, Copy | Run):
+                elif (named := dockerfile.stage(ref)) is not None and named.index == stage.index:
+                    raise _error(instr, f"circular dependency detected on stage: {stage.name or stage.index}",
+                                 "a stage cannot copy or mount from itself")
+                elif named is not None and isinstance(instr, Copy | Run):
                     raise _error(instr, f'stage "{ref}" is defined after the stage that uses it',
                                  "move the stage it refers to above this one")
         plan.stages.append(planned)

@@ -110,7 +110,7 @@ def overlay_options(lowers: Sequence[str], upper: str | None, work: str | None) 
 
 
 def mount_overlay(overlay_root: Path, lowers: Sequence[str], upper: str | None,
-                  work: str | None, target: Path, readonly: bool = False) -> None:
+                  work: str | None, target: Path | str, readonly: bool = False) -> None:
     """Mount an overlay whose lower/upper/work paths are given relative to ``overlay_root``.
 
     ``lowers`` are nearest first, e.g. ``["l/ABC", "l/DEF"]``.
@@ -129,9 +129,9 @@ def mount_overlay(overlay_root: Path, lowers: Sequence[str], upper: str | None,
     _mount_from(overlay_root, "overlay", target, "overlay", flags, relative)
 
 
-def _mount_from(cwd: Path, source: str, target: Path, fstype: str, flags: int, data: str) -> None:
+def _mount_from(cwd: Path, source: str, target: Path | str, fstype: str, flags: int, data: str) -> None:
     """mount(2) in a child whose cwd is ``cwd`` (the parent's cwd is shared state)."""
-    target = target.absolute()
+    target = Path(target).absolute()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
