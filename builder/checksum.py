@@ -142,6 +142,8 @@ class ChecksumCache:
     def preload(self, directory: str) -> None:
         """Read the rows of every file below ``directory`` in one query (lookups then stay in memory)."""
         prefix = directory.rstrip("/") + "/"
+        if prefix in self._preloaded:
+            return
         upper = prefix[:-1] + chr(ord("/") + 1)
         try:
             rows = self._connect().execute(

@@ -669,19 +669,25 @@ class _StageRun:
         local = [s for s in instr.sources if not _is_url(s)]
         urls = [s for s in instr.sources if _is_url(s)]
         parts: list[str] = []
-        if local and tree is not None:
-            if chain is not None:
-                parts.append(f"chain:{chain}")  # a stage's content is named by its chain id
-                # the selection must still exist: checking it here gives the error at the right line
-            cache = None
-            if chain is None:
-                if self.checksums is None:
-                    self.checksums = ChecksumCache.for_store(self.store.root)
-                cache = self.checksums
+        parents = getattr(instr, "parents", False)
+        if local and tree is not None and chain is not None:
+            # A stage's or image's content is named by its chain id: no need to read it. The
+            # selection must exist all the same, and the error belongs to this line.
+            from .context import select_sources
+            from .dockerignore import Matcher
+
+            excludes = Matcher(list(instr.excludes)) if instr.excludes else None
             try:
-                parts.append(checksum_sources(tree, local, instr.excludes, cache,
-                                              parents=getattr(instr, "parents", False), keyword=instr.keyword,
-                                              files=files if chain is None else None))
+                select_sources(tree, local, excludes=excludes, parents=parents, keyword=instr.keyword)
+            except BuildError as exc:
+                raise _located(instr, exc.message, exc.hint) from None
+            parts.append(f"chain:{chain}")
+        elif local and tree is not None:
+            if self.checksums is None:
+                self.checksums = ChecksumCache.for_store(self.store.root)
+            try:
+                parts.append(checksum_sources(tree, local, instr.excludes, self.checksums, parents=parents,
+                                              keyword=instr.keyword, files=files))
             except BuildError as exc:
                 raise _located(instr, exc.message, exc.hint) from None
         for url in urls:

@@ -140,5 +140,8 @@ class BuildCache:
             return None
 
     def remember_inputs(self, slot: str, inputs: SlotInputs) -> None:
+        previous = self.last_inputs(slot)
+        if previous is not None and previous.to_json() == inputs.to_json():
+            return  # a rebuild that changed nothing writes nothing
         self._ensure()
         atomic_write(self._slot_path(slot), json.dumps(inputs.to_json()).encode(), durable=False)
