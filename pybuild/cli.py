@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "export": "pybuild.cli_containers:export_cmd",
     "commit": "pybuild.cli_containers:commit_cmd",
     "volume": "pybuild.cli_containers:volume_group",
+    "network": "pybuild.cli_network:network_group",
 }
 
 

@@ -288,10 +288,14 @@ def prune_cmd(settings: Settings, all_: bool, force: bool) -> None:
             if image.manifest_digest not in tagged:
                 store.images.forget(image.manifest_digest)
                 click.echo(f"Deleted Images: {image.id}")
+    from pybuild.runtime.lifecycle import Runtime
+
+    # Containers first: dead --rm containers, ownerless network endpoints, leases without a container.
+    runtime_leftovers = Runtime(store).prune_containers()
     report = store.gc(wait=True)
     assert report is not None
     click.echo(f"Deleted: {report.layers} layers, {report.blobs} blobs, "
-               f"{report.dirs + report.leftovers} leftovers")
+               f"{report.dirs + report.leftovers + runtime_leftovers} leftovers")
     click.echo(f"Total reclaimed space: {ui.human_size(report.bytes_freed)}")
 
 

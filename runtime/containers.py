@@ -16,12 +16,15 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import ConflictError, ContainerNotFound, UsageError
 from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import now_iso
 from pybuild.store.locks import locked
+
+if TYPE_CHECKING:
+    from .network.ports import PortBinding
 
 CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
 
@@ -73,6 +76,10 @@ class ContainerConfig:
     entrypoint: tuple[str, ...] | None = None
     cmd: tuple[str, ...] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # network: "bridge", a user-defined network's name, "none", "host" or "container:<id>"
+    ports: tuple[PortBinding, ...] = ()
+    dns: tuple[str, ...] = ()
+    add_hosts: tuple[str, ...] = ()     # NAME:IP
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,8 +87,14 @@ class ContainerConfig:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ContainerConfig:
         doc = dict(doc)
-        for key in ("args", "env"):
+        for key in ("args", "env", "dns", "add_hosts"):
             doc[key] = tuple(doc.get(key) or ())
+        if doc.get("ports"):
+            from .network.ports import PortBinding
+
+            doc["ports"] = tuple(PortBinding(**p) for p in doc["ports"])
+        else:
+            doc["ports"] = ()
         for key in ("entrypoint", "cmd"):
             doc[key] = tuple(doc[key]) if doc.get(key) is not None else None
         doc["mounts"] = tuple(VolumeMount(**m) for m in doc.get("mounts") or ())
@@ -155,11 +168,14 @@ class ContainerStore:
     def new_id(self) -> str:
         return secrets.token_hex(32)
 
-    def create(self, config: ContainerConfig) -> None:
+    def create(self, config: ContainerConfig, *, generated_name: bool = False) -> ContainerConfig:
+        """Record a new container; a generated name taken meanwhile by a concurrent create is drawn again."""
         with locked(self.dir / ".names.lock"):
             if any(c.name == config.name for c in self.walk()):
-                raise ConflictError(f'the container name "/{config.name}" is already in use',
-                                    "remove that container or choose another --name")
+                if not generated_name:
+                    raise ConflictError(f'the container name "/{config.name}" is already in use',
+                                        "remove that container or choose another --name")
+                config = dataclasses.replace(config, name=self.unique_name())
             staging = self.dir / f".tmp-{config.id}"
             staging.mkdir(mode=0o700)
             try:
@@ -169,6 +185,7 @@ class ContainerStore:
             except BaseException:
                 remove_tree(staging)
                 raise
+        return config
 
     def unique_name(self) -> str:
         taken = {c.name for c in self.walk()}

@@ -18,14 +18,14 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from pybuild.errors import ConflictError, ContainerError, PybuildError, UsageError
+from pybuild.errors import ConflictError, ContainerError, ContainerNotFound, NetworkError, PybuildError, UsageError
 from pybuild.store import reference as _reference
-from pybuild.store.fsutil import remove_tree
+from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import Image, now_iso
 from pybuild.store.model import ContainerConfig as ImageRunConfig
 from pybuild.store.model import HistoryEntry
@@ -49,6 +49,11 @@ from .run import RunResult, execute, pump_pty
 from .spec import DEFAULT_PATH, ContainerSpec, Mount, OverlayRootfs, ProcessSpec
 from .volumes import VolumeStore
 
+if TYPE_CHECKING:
+    from .network.manager import Attachment, NetworkManager
+    from .network.networks import Network
+    from .network.ports import PortBinding
+
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
 _VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
@@ -66,7 +71,10 @@ class RunOptions:
     user: str | None = None
     hostname: str | None = None
     name: str | None = None
-    network: str = "none"
+    network: str = "bridge"
+    publish: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
     tty: bool = False
     interactive: bool = False
     volumes: list[str] = field(default_factory=list)
@@ -139,6 +147,16 @@ class Runtime:
         self.store = store
         self.containers = ContainerStore(store.root)
         self.volumes = VolumeStore(store.root)
+        self._networks: NetworkManager | None = None
+
+    @property
+    def networks(self) -> NetworkManager:
+        """Bridge networks (imported on first use: ``--network none`` never loads it)."""
+        if self._networks is None:
+            from .network.manager import NetworkManager
+
+            self._networks = NetworkManager(self.store.root)
+        return self._networks
 
     # ---- creating ------------------------------------------------------------
 
@@ -174,26 +192,39 @@ class Runtime:
         signal_number(stop_signal)
         if opts.init:
             find_init()
+        with _start_error():
+            network, ports, dns_servers, add_hosts = self._plan_network(opts)
         mounts = self._plan_mounts(opts, cfg.volumes)
         config = ContainerConfig(
             id=cid, name=opts.name or self.containers.unique_name(), image=opts.image, image_id=image.id,
             manifest=image.manifest_digest, created=now_iso(), args=args, env=env,
             cwd=opts.workdir or cfg.working_dir or "/", user=opts.user if opts.user is not None else cfg.user,
-            hostname=hostname, network=opts.network, tty=opts.tty, interactive=opts.interactive,
+            hostname=hostname, network=network, tty=opts.tty, interactive=opts.interactive,
             mounts=mounts, memory=limits.memory, memory_swap=limits.memory_swap, cpus=limits.cpus,
             cpu_shares=limits.cpu_shares, pids_limit=limits.pids, init=opts.init, stop_signal=stop_signal,
             stop_timeout=opts.stop_timeout if opts.stop_timeout is not None else 10,
-            auto_remove=opts.auto_remove, entrypoint=entrypoint, cmd=cmd, labels=dict(opts.labels))
+            auto_remove=opts.auto_remove, entrypoint=entrypoint, cmd=cmd, labels=dict(opts.labels),
+            ports=ports, dns=dns_servers, add_hosts=add_hosts)
         if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
             raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         ProcessSpec(args=args, env=env, cwd=config.cwd if config.cwd.startswith("/") else "/")  # validate early
         with self.store.writing():
+            # The lease is taken under the store lock held shared: prune (exclusive)
+            # never sees it without its container record.
+            leased: tuple[Network, str] | None = None
+            if _is_bridge_mode(network):
+                with _start_error():
+                    net, address = self.networks.lease(network, cid)
+                leased = (net, str(address.ip))
             rw = self.store.layers.create_rw(cid, image.top_chain_id)
             try:
-                self._write_init_layer(config, Path(self.store.layers.overlay / (rw.init_id or "") / "diff"))
+                self._write_init_layer(config, Path(self.store.layers.overlay / (rw.init_id or "") / "diff"), leased)
                 self._prepare_volumes(config, image)
-                self.containers.create(config)
+                config = self.containers.create(config, generated_name=opts.name is None)
             except BaseException:
+                if leased is not None:
+                    with contextlib.suppress(PybuildError, OSError):
+                        self.networks.release(cid)
                 with contextlib.suppress(PybuildError, OSError):
                     self.store.layers.remove_rw(cid)
                 for m in mounts:
@@ -202,6 +233,40 @@ class Runtime:
                             self.volumes.remove(m.source)
                 raise
         return config
+
+    def _plan_network(self, opts: RunOptions) -> tuple[str, tuple[PortBinding, ...], tuple[str, ...], tuple[str, ...]]:
+        """The network setting as recorded (``container:<id>``, a network's name), the ports, --dns, --add-host."""
+        mode = opts.network or "bridge"
+        if mode == "default":
+            mode = "bridge"
+        ports: tuple[PortBinding, ...] = ()
+        if opts.publish:
+            from .network.ports import parse_all
+
+            ports = parse_all(opts.publish)
+        if mode.startswith("container:"):
+            target_name = mode.partition(":")[2]
+            try:
+                target = self.containers.resolve(target_name)
+            except (ContainerNotFound, UsageError):
+                raise NetworkError(f"cannot join the network of container {target_name!r}: no such container") \
+                    from None
+            # Join the namespace's owner when the target itself joined another, as Docker does.
+            owner = target.network.partition(":")[2] if target.network.startswith("container:") else target.id
+            mode = f"container:{owner}"
+        elif _is_bridge_mode(mode):
+            mode = self.networks.get_network(mode).name
+        if ports and not _is_bridge_mode(mode):
+            raise NetworkError(f"cannot publish ports with --network {mode.partition(':')[0]}",
+                               "published ports need a bridge network")
+        if mode.startswith("container:") and (opts.dns or opts.add_hosts):
+            raise NetworkError("--dns and --add-host conflict with --network container:",
+                               "the container uses the network settings of the one it joins")
+        if not opts.dns and not opts.add_hosts:
+            return mode, ports, (), ()
+        from .network import dns as _dns
+
+        return mode, ports, _dns.check_dns(opts.dns), _dns.check_add_hosts(opts.add_hosts)
 
     def _plan_mounts(self, opts: RunOptions, image_volumes: tuple[str, ...]) -> tuple[VolumeMount, ...]:
         out: list[VolumeMount] = []
@@ -236,8 +301,14 @@ class Runtime:
                 out.append(VolumeMount("volume", self.volumes.new_anonymous_name(), path, anonymous=True))
         return tuple(out)
 
-    def _write_init_layer(self, config: ContainerConfig, diff: Path) -> None:
-        """Generated files that belong to this container, not to its image (Docker's init layer)."""
+    def _write_init_layer(self, config: ContainerConfig, diff: Path,
+                          leased: tuple[Network, str] | None = None) -> None:
+        """Generated files that belong to this container, not to its image (Docker's init layer).
+
+        On a bridge network /etc/hosts is also bind-mounted from the container's
+        directory while it runs (see :meth:`_hosts_path`), so that members joining
+        and leaving a user-defined network show up in it.
+        """
         etc = diff / "etc"
         etc.mkdir(mode=0o755, exist_ok=True)
         for d in ("proc", "sys", "dev"):
@@ -245,11 +316,20 @@ class Runtime:
         (etc / "hostname").write_text(config.hostname + "\n")
         if config.network == "host":
             hosts = _read_host_file("/etc/hosts") or "127.0.0.1\tlocalhost\n"
-        else:
+            for entry in config.add_hosts:
+                name, _, ip = entry.partition(":")
+                if ip != "host-gateway":
+                    hosts += f"{ip}\t{name}\n"
+        elif leased is None and not config.add_hosts:
             hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                      f"127.0.1.1\t{config.hostname}\n")
+        else:
+            from .network.dns import hosts_file
+
+            hosts = hosts_file(config.hostname, leased[1] if leased else None, config.add_hosts,
+                               leased[0].gateway if leased else None)
         (etc / "hosts").write_text(hosts)
-        (etc / "resolv.conf").write_text(resolv_conf(config.network))
+        (etc / "resolv.conf").write_text(resolv_conf(config.network, config.dns))
         for name in ("hostname", "hosts", "resolv.conf"):
             os.chmod(etc / name, 0o644)
 
@@ -262,7 +342,12 @@ class Runtime:
 
     # ---- specs -------------------------------------------------------------------
 
-    def spec_for(self, config: ContainerConfig, *, tty: bool | None = None) -> ContainerSpec:
+    def _hosts_path(self, container_id: str) -> Path:
+        return self.containers.path(container_id) / "hosts"
+
+    def spec_for(self, config: ContainerConfig, *, tty: bool | None = None, netns: str | None = None,
+                 hosts: Path | None = None) -> ContainerSpec:
+        """The runtime's input for ``config``; ``netns`` is a namespace to join, ``hosts`` bound on /etc/hosts."""
         rw = self.store.layers.get_rw(config.id)
         layers = self.store.layers
         lowers = tuple(layers.lowers(rw.mount_id))
@@ -275,11 +360,14 @@ class Runtime:
             else:
                 opts = ("nosuid", "nodev", "noexec", *[o for o in m.source.split(",") if o])
                 mounts.append(Mount("tmpfs", m.target, "tmpfs", opts))
+        if hosts is not None and not any(m.target.rstrip("/") == "/etc/hosts" for m in mounts):
+            mounts.insert(0, Mount.bind(hosts, "/etc/hosts"))
         process = ProcessSpec(args=config.args, env=config.env, cwd=config.cwd, user=config.user,
                               tty=config.tty if tty is None else tty, stdin=config.interactive)
         return ContainerSpec(
             rootfs=layers.overlay / rw.mount_id / "merged", process=process, hostname=config.hostname,
-            network=config.network, mounts=tuple(mounts), init=find_init() if config.init else None,
+            network="host" if config.network == "host" else "none", netns=netns, mounts=tuple(mounts),
+            init=find_init() if config.init else None,
             overlay=OverlayRootfs(layers.overlay, lowers, f"{rw.mount_id}/diff", f"{rw.mount_id}/work"))
 
     def limits_of(self, config: ContainerConfig) -> cgroups.Limits:
@@ -300,7 +388,7 @@ class Runtime:
                    on_started: Callable[[ContainerProcess], None] | None = None,
                    proxy_signals: bool = True) -> RunResult:
         """Run the container to its end as its monitor, recording every transition."""
-        spec = self.spec_for(config)
+        attachment: Attachment | None = None
 
         def started(proc: ContainerProcess, cg: cgroups.Cgroup) -> None:
             self.containers.update_state(config.id, status=RUNNING, pid=proc.pid,
@@ -310,6 +398,8 @@ class Runtime:
                 on_started(proc)
 
         try:
+            with _start_error():
+                attachment, spec = self._connect(config)
             result = execute(spec, cgroup_name=config.cgroup_name, limits=self.limits_of(config),
                              stdin=stdin, stdout=stdout, stderr=stderr, on_started=started,
                              proxy_signals=proxy_signals)
@@ -321,9 +411,42 @@ class Runtime:
         except BaseException:
             self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137, finished_at=now_iso())
             raise
+        finally:
+            if attachment is not None:
+                # A failure here leaves an ownerless endpoint: the next attach, rm or prune undoes it.
+                with contextlib.suppress(Exception):
+                    attachment.detach()
         self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=result.exit_code,
                                      oom_killed=result.oom_killed, finished_at=now_iso())
         return result
+
+    def _connect(self, config: ContainerConfig) -> tuple[Attachment | None, ContainerSpec]:
+        """The container's network for this start, and its spec: a bridge endpoint, another's namespace, or none."""
+        if config.network.startswith("container:"):
+            target_id = config.network.partition(":")[2]
+            try:
+                target = self.containers.config(target_id)
+            except ContainerNotFound:
+                raise NetworkError(f"cannot join the network of container {target_id[:12]}: it was removed") \
+                    from None
+            state = self.refresh(target)
+            if not state.running:
+                raise NetworkError(f"cannot join the network of container {target.name}: it is not running")
+            hosts = self._hosts_path(target.id)
+            return None, self.spec_for(config, netns=f"/proc/{state.pid}/ns/net",
+                                       hosts=hosts if hosts.exists() else None)
+        if not _is_bridge_mode(config.network):
+            return None, self.spec_for(config)
+        hosts = self._hosts_path(config.id)
+        atomic_write(hosts, b"", 0o644, durable=False)  # a fresh inode each start; attach fills it
+        attachment = self.networks.attach(
+            container_id=config.id, name=config.name, hostname=config.hostname, network=config.network,
+            ports=config.ports, add_hosts=config.add_hosts, hosts_path=hosts)
+        try:
+            return attachment, self.spec_for(config, netns=attachment.endpoint.netns, hosts=hosts)
+        except BaseException:
+            attachment.detach()
+            raise
 
     def run_foreground(self, config: ContainerConfig) -> RunResult:
         """``pybuild run`` without ``-d``: this process is the monitor; stdio is the terminal's."""
@@ -425,6 +548,8 @@ class Runtime:
                                     "stop the container before removing it, or use -f")
             self.kill(config, signal.SIGKILL)
             self.wait_exit(config, 10)
+        if _is_bridge_mode(config.network):
+            self.networks.forget(config.id)
         with contextlib.suppress(PybuildError):
             cgroups.open_existing(config.cgroup_name).remove()
         with contextlib.suppress(PybuildError):
@@ -562,19 +687,78 @@ class Runtime:
 
     def prune_leftovers(self) -> int:
         """Half-created or half-removed container records and cgroups of dead containers."""
-        count = 0
-        for path in self.containers.leftovers():
-            remove_tree(path)
-            count += 1
+        count = self.prune_containers()
         live = {c.id for c in self.containers.walk()}
         for cg_path in cgroups.all_pybuild_cgroups("pybuild"):
             if cg_path.parent.name == "pybuild" and cg_path.name not in live:
                 with contextlib.suppress(PybuildError):
                     cgroups.open_existing(f"pybuild/{cg_path.name}").remove()
                     count += 1
-        for config in list(self.containers.walk()):
-            self.refresh(config)
         return count
+
+    def prune_containers(self) -> int:
+        """What ``pybuild prune`` reclaims of this store's containers (never another store's cgroups).
+
+        Half-created or half-removed records, ``--rm`` containers whose monitor
+        was killed (nobody is left to remove them), network endpoints without
+        an owner and leases without a container.
+        """
+        count = 0
+        for path in self.containers.leftovers():
+            remove_tree(path)
+            count += 1
+        for config in list(self.containers.walk()):
+            state = self.refresh(config)
+            claimed = state.status == EXITED or (state.status == CREATED and state.monitor_pid > 0)
+            if config.auto_remove and claimed and not _pid_alive(state.monitor_pid):
+                with contextlib.suppress(PybuildError):
+                    self.remove(config.id, force=True, volumes=True)
+                    count += 1
+        if (self.store.root / "network").exists():
+            from pybuild.store.locks import locked
+
+            # Exclusive store lock: no create() is between its lease and its record.
+            with locked(self.store.lock_path):
+                live = {c.id for c in self.containers.walk()}
+                count += self.networks.reclaim(live)
+        return count
+
+    # ---- networking queries --------------------------------------------------------------
+
+    def network_info(self, config: ContainerConfig) -> NetworkInfo:
+        """Address, gateway, MAC and published ports, for inspect and ps."""
+        owner = config
+        if config.network.startswith("container:"):
+            with contextlib.suppress(ContainerNotFound):
+                owner = self.containers.config(config.network.partition(":")[2])
+        if not _is_bridge_mode(owner.network) or not (self.store.root / "network").exists():
+            return NetworkInfo(config.network)
+        from .network.netlink import mac_for
+
+        endpoint = self.networks.endpoint(owner.id)
+        leased = self.networks.leased(owner.id)
+        if leased is None:
+            return NetworkInfo(config.network)
+        net, address = leased
+        running = endpoint is not None and self.refresh(owner).running
+        return NetworkInfo(config.network, net.name, net.id, str(address.ip), address.network.prefixlen,
+                           net.gateway, mac_for(address.ip), net.bridge,
+                           endpoint.ports if running and endpoint is not None and owner is config else (),
+                           endpoint.netns if running and endpoint is not None else "")
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    mode: str
+    network: str = ""
+    network_id: str = ""
+    ip: str = ""
+    prefixlen: int = 0
+    gateway: str = ""
+    mac: str = ""
+    bridge: str = ""
+    ports: tuple[PortBinding, ...] = ()   # as published now (host ports resolved); empty unless running
+    sandbox: str = ""
 
 
 @dataclass(frozen=True)
@@ -637,12 +821,30 @@ def _read_host_file(path: str) -> str:
         return ""
 
 
-def resolv_conf(network: str) -> str:
-    """The host's resolv.conf without loopback resolvers (they mean nothing in another netns)."""
+def resolv_conf(network: str, dns: tuple[str, ...] = ()) -> str:
+    """The host's resolv.conf; in another netns without loopback resolvers (they mean nothing there)."""
     text = _read_host_file("/etc/resolv.conf")
-    if network == "host":
+    if network == "host" and not dns:
         return text
-    lines = [line for line in text.splitlines()
-             if not re.match(r"\s*nameserver\s+(127\.|::1\b)", line)]
-    return "\n".join(lines) + ("\n" if lines else "")
+    if network == "none" and not dns:
+        lines = [line for line in text.splitlines()
+                 if not re.match(r"\s*nameserver\s+(127\.|::1\b)", line)]
+        return "\n".join(lines) + ("\n" if lines else "")
+    from .network.dns import resolv_conf as _resolv
+
+    return _resolv(text, dns=dns, fallback=network != "none")
+
+
+def _is_bridge_mode(mode: str) -> bool:
+    return mode not in ("none", "host") and not mode.startswith("container:")
+
+
+@contextlib.contextmanager
+def _start_error() -> Iterator[None]:
+    """Network errors met while creating or starting a container exit 125, as ``docker run``'s do."""
+    try:
+        yield
+    except NetworkError as exc:
+        exc.exit_code = 125
+        raise
 

@@ -12,7 +12,9 @@ Process structure::
   PR_SET_CHILD_SUBREAPER on the caller would make it adopt every orphan of
   every child it ever starts, a process-wide side effect for a library call.
 * The **init** blocks on the sync socket until the caller has put it in its
-  cgroup and says ``go``; then it unshares the other namespaces (cgroup last
+  cgroup and says ``go``; then it joins the prepared network namespace if
+  the spec names one (``netns``: a bridge endpoint's, or another
+  container's), unshares the other namespaces (cgroup last
   of all, after it joined its cgroup, so the container sees that cgroup as
   its root), sets up the root filesystem (``rootfs``), the hostname and
   ``lo``, resolves the user from the container's own files, drops to the
@@ -490,7 +492,9 @@ def _container_init(spec: ContainerSpec, sync: socket.socket, timeout: float) ->
     linux.set_pdeathsig(signal.SIGKILL)
     _wait_for_go(sync, timeout)
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-    if spec.network == "none":
+    if spec.netns is not None:
+        _join_netns(spec.netns)
+    elif spec.network == "none":
         flags |= linux.CLONE_NEWNET
     if linux.namespace_supported("cgroup"):
         flags |= linux.CLONE_NEWCGROUP
@@ -500,10 +504,24 @@ def _container_init(spec: ContainerSpec, sync: socket.socket, timeout: float) ->
         raise ContainerStartError(f"cannot create the container's namespaces: {exc.strerror}") from None
     rootfs.setup(spec)
     socket.sethostname(spec.hostname)
-    if spec.network == "none":
+    if spec.network == "none" and spec.netns is None:
         linux.link_up("lo")
     _finalize_and_exec(sync, spec.process, spec.capability_mask, spec.no_new_privs,
                        use_init=spec.init is not None, console=True)
+
+
+def _join_netns(path: str) -> None:
+    """Enter a prepared network namespace (still in the host's mount namespace, so the path resolves there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ContainerStartError(f"cannot open the network namespace {path}: {exc.strerror}") from None
+    try:
+        linux.setns(fd, linux.CLONE_NEWNET)
+    except OSError as exc:
+        raise ContainerStartError(f"cannot join the network namespace {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _open_console(bind_console: bool) -> int:

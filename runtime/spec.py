@@ -205,11 +205,18 @@ class ContainerSpec:
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY
     init: Path | None = None
     overlay: OverlayRootfs | None = None
+    # A network namespace to join (a bind-mounted nsfs file or /proc/PID/ns/net)
+    # instead of a new empty one; ``network`` must then be "none".
+    netns: str | None = None
 
     def __post_init__(self) -> None:
         if self.network not in NETWORK_MODES:
             raise UsageError(f"unsupported network mode {self.network!r}",
                              f"use one of: {', '.join(NETWORK_MODES)}")
+        if self.netns is not None:
+            if self.network != "none":
+                raise UsageError(f"a network namespace to join ({self.netns}) needs network mode none")
+            _check_container_path(self.netns, "network namespace path")
         if not self.hostname or len(self.hostname.encode()) > 64 or "\0" in self.hostname:
             raise UsageError(f"invalid hostname {self.hostname!r}")
         for cap in self.capabilities:

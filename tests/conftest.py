@@ -7,7 +7,11 @@ and the tree removed afterwards. The teardown asserts that nothing leaked.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -73,28 +77,76 @@ class Result:
     stderr: str
 
 
+def network_env() -> dict[str, str]:
+    """A bridge and a /24 of its own for a test store's default network (not the real pybuild0, 172.29.0.0/16)."""
+    return {"PYBUILD_BRIDGE": f"pbt{secrets.token_hex(3)}",
+            "PYBUILD_SUBNET": f"10.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"}
+
+
+def network_leftovers(root: Path, cleanup: bool = True) -> list[str]:
+    """What the store at ``root`` left configured on the host (links, nft table, netns mounts); removed if asked.
+
+    Found with ip/nft/umount directly, not through pybuild, so that a bug in
+    pybuild's teardown cannot hide its own leak.
+    """
+    from pybuild.runtime.network.nft import table_name
+
+    leaked: list[str] = []
+    veths: set[str] = set()
+    namespaces: set[str] = set()
+    for record in (root / "network" / "endpoints").glob("*.json"):
+        with open(record) as f:
+            doc = json.load(f)
+        veths.add(doc["veth"])
+        namespaces.add(doc["netns"])
+    out = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout
+    for link in json.loads(out or "[]"):
+        if link.get("ifalias") == f"pybuild:{root}" or link["ifname"] in veths:
+            leaked.append(f"link {link['ifname']}")
+            if cleanup:
+                subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
+    table = table_name(root)
+    if subprocess.run(["nft", "list", "table", "ip", table], capture_output=True).returncode == 0:
+        leaked.append(f"nft table ip {table}")
+        if cleanup:
+            subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+    for ns in sorted(namespaces):
+        if os.path.exists(ns):
+            leaked.append(f"netns {ns}")
+            if cleanup:
+                subprocess.run(["umount", "-l", ns], capture_output=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(ns)
+    return leaked
+
+
 class Cli:
-    """Runs the real ``pybuild`` command against a test's store root."""
+    """Runs the real ``pybuild`` command against a test's store root (with a default network of its own)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.env = network_env()
 
     def __call__(self, *args: str, input: bytes | None = None, check: bool = True,
                  env: dict[str, str] | None = None, timeout: float = 300) -> Result:
         full_env = dict(os.environ)
         full_env.pop("PYBUILD_ROOT", None)
+        full_env.update(self.env)
         full_env.update(env or {})
         proc = subprocess.run([sys.executable, "-m", "pybuild", "--root", str(self.root), *args],
                               input=input, capture_output=True, env=full_env, timeout=timeout)
         result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
         if check and proc.returncode != 0:
-            raise AssertionError(f"pybuild {' '.join(args)} failed ({proc.returncode}):\n{result.stderr}{result.stdout}")
+            raise AssertionError(f"pybuild {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{result.stderr}{result.stdout}")
         return result
 
 
 @pytest.fixture
-def cli(store_root: Path) -> Cli:
-    return Cli(store_root)
+def cli(store_root: Path) -> Iterator[Cli]:
+    """The CLI; afterwards whatever network configuration the store left on the host is removed."""
+    yield Cli(store_root)
+    network_leftovers(store_root, cleanup=True)
 
 
 @pytest.fixture(scope="session")

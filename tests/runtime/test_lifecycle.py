@@ -40,12 +40,12 @@ def rt(cli, busybox) -> Iterator:  # type: ignore[no-untyped-def]
 
 def test_foreground_run_is_isolated(rt) -> None:
     out = rt("run", "--rm", "busybox", "sh", "-c",
-             "echo pid=$$; hostname; ls /sys/class/net; ps -o pid,comm | wc -l;"
+             "echo pid=$$; hostname; ls /sys/class/net | tr '\\n' ,; echo; ps -o pid,comm | wc -l;"
              " awk '{print $2}' /proc/mounts | grep -c /var/tmp || true")
     lines = out.stdout.split()
     assert lines[0] == "pid=1"
     assert lines[1] != os.uname().nodename
-    assert lines[2] == "lo"
+    assert lines[2] == "eth0,lo,"  # the default bridge network: its own namespace, not the host's
     assert lines[3] == "4"  # header, sh, ps, wc: nothing of the host
     assert lines[4] == "0"  # the host's mounts are not visible
     assert rt("ps", "-a", "-q").stdout == ""  # --rm removed it
@@ -211,7 +211,7 @@ def test_copy_up_export_and_commit(rt, workdir: Path) -> None:
 def test_foreground_run_survives_ctrl_c(rt) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(rt.root), "run", "--name", "fg",
                              "busybox", "sh", "-c", "trap 'echo got INT; exit 5' INT; while :; do sleep 0.1; done"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **rt.env})
     time.sleep(1.0)
     proc.send_signal(2)
     out, err = proc.communicate(timeout=20)
@@ -221,7 +221,7 @@ def test_foreground_run_survives_ctrl_c(rt) -> None:
 
 def test_killing_the_cli_leaves_nothing_running(rt) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(rt.root), "run", "--name", "orphan",
-                             "busybox", "sleep", "60"])
+                             "busybox", "sleep", "60"], env={**os.environ, **rt.env})
     time.sleep(1.0)
     proc.kill()
     proc.wait()

@@ -1,0 +1,102 @@
+"""Network commands: network ls, create, rm, inspect."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pybuild import ui
+from pybuild.cli import Settings, pass_settings
+from pybuild.errors import PybuildError
+
+
+def _runtime(settings: Settings) -> Any:
+    from pybuild.runtime.lifecycle import Runtime
+
+    return Runtime(settings.store())
+
+
+@click.group("network")
+def network_group() -> None:
+    """Manage networks (bridges with their own subnet; containers on one resolve each other by name)."""
+
+
+@network_group.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only show network IDs.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate the IDs.")
+@pass_settings
+def network_ls_cmd(settings: Settings, quiet: bool, no_trunc: bool) -> None:
+    """List networks."""
+    rt = _runtime(settings)
+    rows = [(n.id if no_trunc else n.short_id, n.name, "bridge", "local") for n in rt.networks.list_networks()]
+    rows += [("", mode, "null" if mode == "none" else mode, "local") for mode in ("host", "none")]
+    if quiet:
+        for row in rows:
+            if row[0]:
+                click.echo(row[0])
+        return
+    ui.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows)
+
+
+@network_group.command("create")
+@click.argument("name")
+@click.option("-d", "--driver", default="bridge", show_default=True, help="Only bridge is supported.")
+@click.option("--subnet", help="IPv4 subnet in CIDR form (default: a free /24 of 172.30.0.0/16).")
+@click.option("--gateway", help="The bridge's address (default: the subnet's first host address).")
+@pass_settings
+def network_create_cmd(settings: Settings, name: str, driver: str, subnet: str | None, gateway: str | None) -> None:
+    """Create a bridge network; prints its ID."""
+    from pybuild.errors import UsageError
+
+    if driver != "bridge":
+        raise UsageError(f"unsupported network driver {driver!r}", "only bridge networks are supported")
+    click.echo(_runtime(settings).networks.create_network(name, subnet, gateway).id)
+
+
+@network_group.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def network_rm_cmd(settings: Settings, names: tuple[str, ...]) -> None:
+    """Remove networks that no container uses."""
+    rt = _runtime(settings)
+    failed = False
+    for name in names:
+        try:
+            net = rt.networks.get_network(name)
+            users = [c.name for c in rt.containers.walk() if c.network == net.name]
+            rt.networks.remove_network(net.name, users)
+            click.echo(name)
+        except PybuildError as exc:
+            click.echo(f"pybuild: error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@network_group.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def network_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
+    """Show networks as JSON (Docker's shape), with their running containers."""
+    rt = _runtime(settings)
+    docs = []
+    for name in names:
+        net = rt.networks.get_network(name)
+        containers = {}
+        for e in rt.networks.endpoints():
+            if e.network == net.name:
+                containers[e.container_id] = {"Name": e.name, "EndpointID": e.veth, "MacAddress": e.mac,
+                                              "IPv4Address": e.address, "IPv6Address": ""}
+        docs.append({
+            "Name": net.name, "Id": net.id, "Created": net.created, "Scope": "local", "Driver": "bridge",
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": net.subnet, "Gateway": net.gateway}]},
+            "Internal": False, "Attachable": False,
+            "Containers": containers,
+            "Options": {"com.docker.network.bridge.name": net.bridge,
+                        "pybuild.nftables.table": rt.networks.table},
+            "Labels": {},
+        })
+    ui.print_json(docs)
