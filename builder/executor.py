@@ -295,7 +295,9 @@ class Builder:
                 (etc / "hostname").write_text(BUILD_HOSTNAME + "\n")
                 hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                 (etc / "hosts").write_text(hosts + f"127.0.1.1\t{BUILD_HOSTNAME}\n")
-                (etc / "resolv.conf").write_text(resolv_conf("host"))
+                # the host's resolvers; loopback ones mean nothing in a RUN step's own network namespace
+                network = "host" if self.opts.network == "host" else "bridge"
+                (etc / "resolv.conf").write_text(resolv_conf(network))
                 for name in ("hostname", "hosts", "resolv.conf"):
                     os.chmod(etc / name, 0o644)
                 self._init_snap = snap

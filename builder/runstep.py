@@ -54,7 +54,8 @@ class RunStep:
         except PybuildError as exc:
             raise _located(instr, exc.message) from None
         network = instr.network or self.b.opts.network or "default"
-        self.network = "host" if network == "default" else network
+        # RUN's default is the bridge, as for containers (Docker's builder does the same)
+        self.network = "bridge" if network == "default" else network
         self.mount_keys = [self._mount_key(m) for m in self.mounts]
         self.text = _describe(instr)
 
@@ -225,12 +226,16 @@ class RunStep:
         cwd = config.working_dir or "/"
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.b.scratch))
         try:
-            with self._runtime_mounts(scratch) as mounts:
+            with contextlib.ExitStack() as stack:
+                mounts = stack.enter_context(self._runtime_mounts(scratch))
                 snap.merged_dir.mkdir(mode=0o700, exist_ok=True)
                 process = ProcessSpec(args=self.argv, env=self.process_env(), cwd=cwd, user=config.user)
+                netns = None
+                if self.network == "bridge":
+                    netns = stack_network(stack, self.b.store.root, snap.cache_id, scratch)
                 spec = ContainerSpec(
-                    rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME, network=self.network,
-                    mounts=tuple(mounts),
+                    rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME,
+                    network="none" if netns else self.network, netns=netns, mounts=tuple(mounts),
                     overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"))
                 pump = OutputPump(self.b.out, label)
                 started: list[object] = []
@@ -271,6 +276,26 @@ class RunStep:
         if self.script is not None:
             targets.append(f"{SCRIPT_DIR}/{self.script[0]}")
         remove_mount_stubs(snap.diff_dir, layers.overlay, [init, *layers.lowers(snap.cache_id)], targets)
+
+def stack_network(stack: contextlib.ExitStack, store_root: Path, step_id: str, scratch: Path) -> str:
+    """Put a RUN step on the default bridge for as long as ``stack`` lasts; returns its netns path."""
+    from pybuild.runtime.network.manager import NetworkManager
+
+    manager = NetworkManager(store_root)
+    hosts = scratch / "hosts"
+    hosts.write_text("")
+    attachment = manager.attach(container_id=step_id, name="pybuild-build", hostname="pybuild", network="bridge",
+                                ports=(), add_hosts=(), hosts_path=hosts)
+
+    def detach() -> None:
+        try:
+            attachment.detach()
+        finally:
+            manager.release(step_id)
+
+    stack.callback(detach)
+    return str(attachment.endpoint.netns)
+
 
 def build_cgroup_prefix(store_root: Path) -> str:
     """RUN cgroups are ``pybuild/build-<store tag>-<snapshot>``: whose build made one is visible."""

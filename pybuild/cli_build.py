@@ -142,7 +142,7 @@ def _enter_private_mount_namespace() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Stages built at the same time (default: the CPU count).")
 @click.option("--network", type=click.Choice(["default", "host", "none"]), default="default",
-              show_default=True, help="Network for RUN steps.")
+              show_default=True, help="Network for RUN steps (default: the bridge).")
 @click.option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
 @click.option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")

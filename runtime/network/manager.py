@@ -329,7 +329,9 @@ class NetworkManager:
         if not self.dir.exists():
             return 0
         with self.locked():
-            count = self._reap() + self.leases.release_unless(live)
+            count = self._reap()
+            # endpoints left after the reap are owned by live processes (a build's RUN step, say)
+            count += self.leases.release_unless(live | {e.container_id for e in self.endpoints()})
             in_use = {e.bridge for e in self.endpoints()}
             from .netlink import Netlink
 
