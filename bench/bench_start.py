@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Container start latency: `pybuild run --rm busybox true` against `runc run` and
+"""Container start latency: `pybuild run --rm --network none busybox true` against `runc run` and
 `podman run --rm --network none` on the same busybox rootfs, interleaved in one run.
 
 usage: bench/bench_start.py [--runs 20] [--workdir /var/tmp]
@@ -40,16 +40,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--workdir", default="/var/tmp")
+    parser.add_argument("--installed", action="store_true",
+                        help="use this interpreter's pybuild instead of a fresh `pip install .` in a venv")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pybuild-bench-start-", dir=args.workdir))
-    # The console script of this interpreter (no shell shims in front of it).
-    pybuild = str(Path(sys.executable).parent / "pybuild")
+    if args.installed:
+        # The console script of this interpreter (no shell shims in front of it).
+        pybuild = str(Path(sys.executable).parent / "pybuild")
+    else:
+        # As users install it: a plain (not editable) install in a venv of its own, byte-compiled.
+        sh(sys.executable, "-m", "venv", str(work / "venv"))
+        sh(str(work / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(REPO))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        sh(str(work / "venv" / "bin" / "python"), "-m", "compileall", "-q", str(work / "venv" / "lib"), env=env)
+        pybuild = str(work / "venv" / "bin" / "pybuild")
     root = work / "root"
     tools: dict[str, list[str]] = {}
     try:
         sh(str(REPO / "scripts" / "make-busybox-rootfs"), str(work / "bb.tar"))
         sh(pybuild, "--root", str(root), "import", str(work / "bb.tar"), "busybox:latest")
-        tools["pybuild"] = [pybuild, "--root", str(root), "run", "--rm", "busybox", "true"]
+        tools["pybuild"] = [pybuild, "--root", str(root), "run", "--rm", "--network", "none", "busybox", "true"]
         if shutil.which("runc") and shutil.which("umoci") and shutil.which("skopeo"):
             sh(pybuild, "--root", str(root), "save", "-o", str(work / "bb-oci.tar"), "busybox:latest")
             sh("skopeo", "copy", f"oci-archive:{work / 'bb-oci.tar'}", f"oci:{work / 'oci'}:latest")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pybuild.errors import (
     LayerNotFound,
@@ -30,7 +30,6 @@ from pybuild.errors import (
 from . import digest as _digest
 from . import reference as _reference
 from .blobs import BlobStore
-from .buildcache import BuildCache
 from .fsutil import atomic_write, remove_tree
 from .images import Image, ImageStore, now_iso
 from .layers import Layer, LayerStore, Snapshot
@@ -44,6 +43,9 @@ from .model import (
     ImageConfig,
     Platform,
 )
+
+if TYPE_CHECKING:
+    from .buildcache import BuildCache
 
 DEFAULT_ROOT = "/var/lib/pybuild"
 FORMAT_VERSION = "1"
@@ -90,7 +92,16 @@ class Store:
         self.blobs = BlobStore(root / "blobs" / "sha256", self.tmp)
         self.layers = LayerStore(root)
         self.images = ImageStore(root, self.blobs)
-        self.build_cache = BuildCache(root / "buildcache")
+        self._build_cache: BuildCache | None = None
+
+    @property
+    def build_cache(self) -> BuildCache:
+        """The builder's step records (imported on first use: ``run`` does not need them)."""
+        if self._build_cache is None:
+            from .buildcache import BuildCache
+
+            self._build_cache = BuildCache(self.root / "buildcache")
+        return self._build_cache
 
     # ---- opening ------------------------------------------------------------
 
