@@ -9,6 +9,7 @@ when it is removed and :meth:`~NetworkManager.reclaim` from ``prune``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any
 from pybuild.errors import ConflictError, NetworkError
 from pybuild.store.fsutil import atomic_write
 from pybuild.store.locks import Ownership, is_abandoned, locked
+from pybuild.store.root import DEFAULT_ROOT
 
 from . import dns, netns, nft
 from .ipam import Leases
@@ -110,7 +112,7 @@ class NetworkManager:
         """A bridge network by name or id (``bridge``/``default``: the default one). Caller holds the lock."""
         if name in (DEFAULT_NETWORK, "default"):
             before = self.networks.find(DEFAULT_NETWORK)
-            net = self.networks.default(self._in_use)
+            net = self._default_network()
             if before is not None and (before.bridge, before.subnet) != (net.bridge, net.subnet):
                 from .netlink import Netlink
 
@@ -119,13 +121,22 @@ class NetworkManager:
             return net
         return self.networks.get(name)
 
+    def _default_network(self) -> Network:
+        if self.root.resolve() == Path(DEFAULT_ROOT).resolve():
+            return self.networks.default(self._in_use)
+        from .netlink import Netlink
+
+        tag = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()
+        with Netlink() as nl:
+            return self.networks.default(self._in_use, nl.overlapping_route, tag)
+
     def get_network(self, name: str) -> Network:
         with self.locked():
             return self.network(name)
 
     def list_networks(self) -> list[Network]:
         with self.locked():
-            self.networks.default(self._in_use)
+            self._default_network()
             return self.networks.all()
 
     def create_network(self, name: str, subnet: str | None, gateway: str | None) -> Network:
@@ -134,7 +145,7 @@ class NetworkManager:
 
         net = parse_subnet(subnet) if subnet is not None else None
         with self.locked(), netlink.Netlink() as nl:
-            self.networks.default(self._in_use)  # so that its subnet is known to the overlap check
+            self._default_network()  # so that its subnet is known to the overlap check
             return self.networks.create(name, net, gateway, nl.overlapping_route)
 
     def remove_network(self, name: str, users: list[str]) -> Network:

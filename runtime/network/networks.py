@@ -113,12 +113,27 @@ class NetworkStore:
             raise NetworkNotFound(f"network {name} not found", "see 'pybuild network ls'")
         return found
 
-    def default(self, in_use: Callable[[str], bool]) -> Network:
-        """The ``bridge`` network, (re)made from the environment when nothing holds an address on it."""
+    def default(self, in_use: Callable[[str], bool],
+                route_clash: Callable[[ipaddress.IPv4Network], str | None] | None = None,
+                store_tag: str | None = None) -> Network:
+        """The ``bridge`` network, (re)made from the environment when nothing holds an address on it.
+
+        Without ``PYBUILD_BRIDGE``/``PYBUILD_SUBNET``, the store at the default root gets
+        ``pybuild0`` on 172.29.0.0/16; any other store (``store_tag`` given) a bridge of its own,
+        ``pb0-<tag>``, on the first free /24 of the user pool, so two stores on one host never
+        fight over one device or subnet. The choice is recorded and kept.
+        """
         networks = self._load()
         current = networks.get(DEFAULT_NETWORK)
-        bridge = check_device_name(os.environ.get("PYBUILD_BRIDGE") or DEFAULT_BRIDGE)
-        subnet = parse_subnet(os.environ.get("PYBUILD_SUBNET") or DEFAULT_SUBNET)
+        from_env = bool(os.environ.get("PYBUILD_BRIDGE") or os.environ.get("PYBUILD_SUBNET"))
+        if current is not None and not from_env:
+            return current
+        if from_env or store_tag is None or route_clash is None:
+            bridge = check_device_name(os.environ.get("PYBUILD_BRIDGE") or DEFAULT_BRIDGE)
+            subnet = parse_subnet(os.environ.get("PYBUILD_SUBNET") or DEFAULT_SUBNET)
+        else:
+            bridge = check_device_name(f"pb0-{store_tag[:8]}")
+            subnet = self._pick_subnet(networks, route_clash)
         if current is not None and (current.bridge, current.subnet) == (bridge, str(subnet)):
             return current
         if current is not None and in_use(DEFAULT_NETWORK):

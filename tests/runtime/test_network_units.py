@@ -154,3 +154,21 @@ def test_resolv_conf_and_hosts() -> None:
     assert text.startswith("127.0.0.1\tlocalhost\n")
     assert "10.0.0.9\tdb\n10.0.0.1\tgw\n10.0.0.2\tabc\n10.0.0.3\tweb 123456789abc\n" in text
     assert mac_for(ipaddress.IPv4Address("172.29.0.2")) == "02:42:ac:1d:00:02"
+
+
+def test_a_store_off_the_default_root_gets_a_bridge_and_subnet_of_its_own(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYBUILD_BRIDGE", raising=False)
+    monkeypatch.delenv("PYBUILD_SUBNET", raising=False)
+    taken = ipaddress.IPv4Network("172.30.0.0/24")  # as if another store's bridge held the first /24
+
+    def clash(subnet: ipaddress.IPv4Network) -> str | None:
+        return "172.30.0.0/24 dev pb0-other" if subnet.overlaps(taken) else None
+
+    store = NetworkStore(tmp_path)
+    net = store.default(lambda _name: False, clash, "5c8e9c83aa")
+    assert (net.bridge, net.subnet) == ("pb0-5c8e9c83", "172.30.1.0/24")
+    # the choice is kept, even when the route it avoided has gone
+    assert store.default(lambda _name: False, lambda _s: None, "5c8e9c83aa") == net
+    # the store at the default root keeps Docker-like defaults
+    assert NetworkStore(tmp_path / "other").default(lambda _name: False).bridge == "pybuild0"
