@@ -171,4 +171,5 @@ def test_a_store_off_the_default_root_gets_a_bridge_and_subnet_of_its_own(tmp_pa
     # the choice is kept, even when the route it avoided has gone
     assert store.default(lambda _name: False, lambda _s: None, "5c8e9c83aa") == net
     # the store at the default root keeps Docker-like defaults
+    (tmp_path / "other").mkdir()
     assert NetworkStore(tmp_path / "other").default(lambda _name: False).bridge == "pybuild0"
