@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -150,6 +151,7 @@ class Builder:
         self._scratch: Path | None = None
         self._init_snap: Snapshot | None = None
         self._init_lock = threading.Lock()
+        self._network: tuple[Any, Any, str] | None = None  # (NetworkManager, Attachment, endpoint id)
         self._epoch = _source_date_epoch()
         self.plan: BuildPlan | None = None
         self._dockerfile_id = ""
@@ -184,7 +186,33 @@ class Builder:
                 with contextlib.suppress(Exception):
                     proc.kill()
 
+    def bridge_netns(self) -> str:
+        """The network namespace RUN steps on the bridge share, made on first use.
+
+        One endpoint per build (BuildKit keeps a pool of them too): a veth, an
+        address and the NAT rules cost some 200 ms, too much for every step.
+        """
+        with self._init_lock:
+            if self._network is None:
+                from pybuild.runtime.network.manager import NetworkManager
+
+                manager = NetworkManager(self.store.root)
+                hosts = self.scratch / "hosts"
+                hosts.write_text("")
+                step_id = "build" + secrets.token_hex(16)
+                attachment = manager.attach(container_id=step_id, name="pybuild-build", hostname=BUILD_HOSTNAME,
+                                            network="bridge", ports=(), add_hosts=(), hosts_path=hosts)
+                self._network = (manager, attachment, step_id)
+            return str(self._network[1].endpoint.netns)
+
     def _cleanup(self) -> None:
+        if self._network is not None:
+            manager, attachment, step_id = self._network
+            self._network = None
+            try:
+                attachment.detach()
+            finally:
+                manager.release(step_id)
         if self._init_snap is not None:
             with contextlib.suppress(Exception):
                 self.store.layers.discard(self._init_snap)

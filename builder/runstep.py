@@ -232,7 +232,7 @@ class RunStep:
                 process = ProcessSpec(args=self.argv, env=self.process_env(), cwd=cwd, user=config.user)
                 netns = None
                 if self.network == "bridge":
-                    netns = stack_network(stack, self.b.store.root, snap.cache_id, scratch)
+                    netns = self.b.bridge_netns()
                 spec = ContainerSpec(
                     rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME,
                     network="none" if netns else self.network, netns=netns, mounts=tuple(mounts),
@@ -276,26 +276,6 @@ class RunStep:
         if self.script is not None:
             targets.append(f"{SCRIPT_DIR}/{self.script[0]}")
         remove_mount_stubs(snap.diff_dir, layers.overlay, [init, *layers.lowers(snap.cache_id)], targets)
-
-def stack_network(stack: contextlib.ExitStack, store_root: Path, step_id: str, scratch: Path) -> str:
-    """Put a RUN step on the default bridge for as long as ``stack`` lasts; returns its netns path."""
-    from pybuild.runtime.network.manager import NetworkManager
-
-    manager = NetworkManager(store_root)
-    hosts = scratch / "hosts"
-    hosts.write_text("")
-    attachment = manager.attach(container_id=step_id, name="pybuild-build", hostname="pybuild", network="bridge",
-                                ports=(), add_hosts=(), hosts_path=hosts)
-
-    def detach() -> None:
-        try:
-            attachment.detach()
-        finally:
-            manager.release(step_id)
-
-    stack.callback(detach)
-    return str(attachment.endpoint.netns)
-
 
 def build_cgroup_prefix(store_root: Path) -> str:
     """RUN cgroups are ``pybuild/build-<store tag>-<snapshot>``: whose build made one is visible."""

@@ -172,8 +172,21 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
+_MOUNTS_CACHE: dict[Path, list[Mount]] = {}
+
+
 def cgroup_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
-    """Every cgroup and cgroup2 mount, in mount order."""
+    """Every cgroup and cgroup2 mount, in mount order (read once per process: they do not move)."""
+    cached = _MOUNTS_CACHE.get(mountinfo) if mountinfo == MOUNTINFO else None
+    if cached is not None:
+        return list(cached)
+    mounts = _read_cgroup_mounts(mountinfo)
+    if mountinfo == MOUNTINFO:
+        _MOUNTS_CACHE[mountinfo] = mounts
+    return list(mounts)
+
+
+def _read_cgroup_mounts(mountinfo: Path) -> list[Mount]:
     mounts = []
     for line in mountinfo.read_text().splitlines():
         fields = line.split()
