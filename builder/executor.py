@@ -45,6 +45,7 @@ from .copy import copy_instruction, heredoc_sources, make_dirs, resolve_chown
 from .instructions import (
     Add,
     Arg,
+    Cmd,
     Copy,
     Env,
     Instruction,
@@ -206,20 +207,25 @@ class Builder:
             return str(self._network[1].endpoint.netns)
 
     def _cleanup(self) -> None:
-        if self._network is not None:
-            manager, attachment, step_id = self._network
-            self._network = None
-            try:
-                attachment.detach()
-            finally:
-                manager.release(step_id)
-        if self._init_snap is not None:
-            with contextlib.suppress(Exception):
-                self.store.layers.discard(self._init_snap)
-            self._init_snap = None
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        """Undo the build's shared pieces; each is undone even when undoing another failed."""
+        with contextlib.ExitStack() as undo:
+            if self._scratch is not None:
+                undo.callback(shutil.rmtree, self._scratch, ignore_errors=True)
+                self._scratch = None
+            if self._init_snap is not None:
+                snap = self._init_snap
+                self._init_snap = None
+
+                def discard_init() -> None:
+                    with contextlib.suppress(Exception):  # an abandoned snapshot is cleaned up later anyway
+                        self.store.layers.discard(snap)
+
+                undo.callback(discard_init)
+            if self._network is not None:
+                manager, attachment, step_id = self._network
+                self._network = None
+                undo.callback(manager.release, step_id)
+                undo.callback(attachment.detach)
 
     def _warn_unused_args(self, plan: BuildPlan) -> None:
         declared = set(plan.global_args)
@@ -553,6 +559,12 @@ class _StageRun:
         self.b.used(key)
         return dataclasses.replace(state, key=key)
 
+    def checksum_memo(self) -> ChecksumCache:
+        """The store's memo of content digests, opened once per stage (its connection is per thread)."""
+        if self.checksums is None:
+            self.checksums = ChecksumCache.for_store(self.store.root)
+        return self.checksums
+
     def _public_args(self) -> dict[str, str]:
         return {k: v for k, v in sorted(self.args.items()) if k not in PROXY_ARGS}
 
@@ -566,8 +578,6 @@ class _StageRun:
                                         cmd_set_in_stage=self.cmd_set)
         else:
             new_cfg = config
-        from .instructions import Cmd
-
         if isinstance(instr, Cmd):
             self.cmd_set = True
         text = describe(instr.expand(env, self.escape) if hasattr(instr, "expand") else instr)
@@ -713,10 +723,8 @@ class _StageRun:
                 raise _located(instr, exc.message, exc.hint) from None
             parts.append(f"chain:{chain}")
         elif local and tree is not None:
-            if self.checksums is None:
-                self.checksums = ChecksumCache.for_store(self.store.root)
             try:
-                parts.append(checksum_sources(tree, local, instr.excludes, self.checksums, parents=parents,
+                parts.append(checksum_sources(tree, local, instr.excludes, self.checksum_memo(), parents=parents,
                                               keyword=instr.keyword, files=files))
             except BuildError as exc:
                 raise _located(instr, exc.message, exc.hint) from None

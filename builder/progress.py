@@ -22,7 +22,7 @@ from typing import TextIO
 class BuildOutput:
     def __init__(self, mode: str = "plain", explain: bool = False, stream: TextIO | None = None) -> None:
         self.mode = mode
-        self.explain = explain or mode == "plain-explain"
+        self.explain = explain
         self.stream = stream or sys.stdout
         self.lock = threading.Lock()
         self.started = time.monotonic()

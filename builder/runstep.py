@@ -106,7 +106,7 @@ class RunStep:
         key = m.canonical()
         if m.type == "bind" and m.source_from is None:
             try:
-                digest = checksum_sources(self.b.opts.context, [m.source or "."])
+                digest = checksum_sources(self.b.opts.context, [m.source or "."], cache=self.stage.checksum_memo())
             except BuildError as exc:
                 raise _located(self.instr, f"RUN --mount: {exc.message}") from None
             key += f",content={digest}"

@@ -117,6 +117,17 @@ def _secrets(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _build_output(quiet: bool, progress: str, explain: bool) -> Any:
+    from pybuild.builder.progress import BuildOutput, LiveOutput
+
+    if quiet or progress == "quiet":
+        return BuildOutput("quiet")
+    if progress == "tty" or (progress == "auto" and sys.stdout.isatty()):
+        return LiveOutput(sys.stdout, explain=explain)
+    # asked-for plain output says why steps missed, as --explain does
+    return BuildOutput("plain", explain=explain or progress == "plain", stream=sys.stdout)
+
+
 def _enter_private_mount_namespace() -> None:
     """Mounts the build makes die with this process, whatever ends it."""
     from pybuild.runtime import linux
@@ -175,7 +186,6 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
     from pybuild.builder.context import Context
     from pybuild.builder.executor import BuildOptions, run_build
     from pybuild.builder.plan import host_platform_args
-    from pybuild.builder.progress import BuildOutput
     from pybuild.cli import settings as _settings
     from pybuild.store import reference as _reference
 
@@ -210,40 +220,32 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
     output_specs = [parse_output(o) for o in outputs]
     secret_map = _secrets(secrets)
     store = settings.store()
-    if context == "-":
-        if dockerfile == "-":
-            raise UsageError("cannot read both the context and the Dockerfile from stdin")
-        ctx_obj = Context.from_tar(sys.stdin.buffer, store.tmp, dockerfile or "Dockerfile")
-        df_text = None
-        df_name = os.path.basename(dockerfile or "Dockerfile")
-    else:
-        ctx_obj = Context.from_dir(context, dockerfile)
-        df_text = sys.stdin.read() if dockerfile == "-" else None
-        df_name = "Dockerfile" if dockerfile in (None, "-") else os.path.basename(dockerfile)
-    output: BuildOutput
-    if quiet or progress == "quiet":
-        output = BuildOutput("quiet")
-    elif progress == "tty" or (progress == "auto" and sys.stdout.isatty()):
-        from pybuild.builder.progress import LiveOutput
-
-        output = LiveOutput(sys.stdout, explain=explain)
-    else:
-        # asked-for plain output says why steps missed, as --explain does
-        output = BuildOutput("plain", explain=explain or progress == "plain", stream=sys.stdout)
+    if context == "-" and dockerfile == "-":
+        raise UsageError("cannot read both the context and the Dockerfile from stdin")
     _enter_private_mount_namespace()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        # the context is closed (a tar context's temp dir removed) however the build ends
+        if context == "-":
+            ctx_obj = Context.from_tar(sys.stdin.buffer, store.tmp, dockerfile or "Dockerfile")
+            df_text = None
+            df_name = os.path.basename(dockerfile or "Dockerfile")
+        else:
+            ctx_obj = Context.from_dir(context, dockerfile)
+            df_text = sys.stdin.read() if dockerfile == "-" else None
+            df_name = "Dockerfile" if dockerfile in (None, "-") else os.path.basename(dockerfile)
         with ctx_obj:
+            output = _build_output(quiet, progress, explain)
             options = BuildOptions(context=ctx_obj, tags=refs, build_args=args, target=target, no_cache=no_cache,
                                    pull=pull, jobs=jobs or 0, network=network, secrets=secret_map,
                                    labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name,
                                    limits=limits)
-            if cache_from:
-                from pybuild.builder.remotecache import import_cache
-
-                for spec in cache_from:
-                    import_cache(store, spec, output)
             try:
+                if cache_from:
+                    from pybuild.builder.remotecache import import_cache
+
+                    for spec in cache_from:
+                        import_cache(store, spec, output)
                 result = run_build(store, options, output)
                 if cache_to:  # before finish: a live view shows lines only while it runs
                     from pybuild.builder.remotecache import export_cache
