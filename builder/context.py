@@ -31,11 +31,11 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pybuild.errors import BuildError, LayerError, UsageError
+from pybuild.records import record
 from pybuild.runtime.rootfs import secure_join
 from pybuild.store.fsutil import remove_tree
 from pybuild.store.layertar import apply_layer
@@ -58,7 +58,7 @@ MAX_SYMLINKS = 255
 _IGNORE_LIMIT = 16 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Source:
     """One resolved source: ``path`` as named (wildcards expanded), ``real`` after following symlinks."""
 
@@ -411,7 +411,7 @@ def _read_regular(path: Path, limit: int = _IGNORE_LIMIT) -> str | None:
 # ---------------------------------------------------------------------------- selecting what a COPY copies
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Selection:
     """One top-level item a COPY/ADD copies: a resolved source and how its tree is filtered."""
 
@@ -421,7 +421,7 @@ class Selection:
     parents: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Entry:
     """One path of a selection's tree, in walk (pre-)order; ``rel`` is relative to the selection root."""
 

@@ -57,10 +57,10 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pybuild.errors import BuildError, ContainerError, LayerError, PybuildError
+from pybuild.records import field, record
 from pybuild.runtime import users as _users
 from pybuild.runtime.rootfs import secure_join
 from pybuild.store.compression import open_decompressed
@@ -90,7 +90,7 @@ _CHUNK = 1 << 20
 HTTP_TIMEOUT = 60.0
 
 
-@dataclass
+@record
 class CopySummary:
     """What one COPY/ADD wrote, for the build output."""
 
@@ -133,7 +133,7 @@ _ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 _WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o0007}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChmodSpec:
     """A ``--chmod`` value: octal (``0755``) or chmod(1) symbolic (``u+x,g-w``, ``u=rwX,go=rX``, ``g=u``)."""
 
@@ -347,7 +347,7 @@ def _copy_data(src_fd: int, dst_fd: int) -> int:
         total += n
 
 
-@dataclass
+@record
 class _Options:
     dest_root: str
     owner: tuple[int, int] | None = None  # --chown
@@ -357,7 +357,7 @@ class _Options:
     keyword: str = "COPY"
 
 
-@dataclass
+@record
 class _Writer:
     """Writes entries under the destination root, keeping hardlinks and deferring directory metadata."""
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pybuild.errors import BuildError
+from pybuild.records import field, record
 
 __all__ = [
     "IgnorePatternError",
@@ -196,7 +196,7 @@ def split_wildcards(path: str) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------------------- patterns
 
 
-@dataclass
+@record
 class Pattern:
     """One cleaned pattern, compiled the way patternmatcher compiles it."""
 

@@ -16,7 +16,6 @@ Stages that do not depend on each other run at the same time (``jobs``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import secrets
 import shutil
@@ -25,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pybuild import records
 from pybuild.errors import BuildError, DockerfileError, ImageNotFound, PybuildError, TooManyLayers
+from pybuild.records import field, record
 from pybuild.store import digest as _digest
 from pybuild.store import reference as _reference
 from pybuild.store.buildcache import CacheRecord, SlotInputs
@@ -65,7 +65,7 @@ DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 BUILD_HOSTNAME = "pybuild"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class State:
     """An image as built so far."""
 
@@ -78,7 +78,7 @@ class State:
         return _digest.chain_id(list(self.config.diff_ids)) if self.config.diff_ids else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SecretSource:
     id: str
     path: str | None = None
@@ -97,7 +97,7 @@ class SecretSource:
         return value.encode()
 
 
-@dataclass
+@record
 class BuildOptions:
     context: Context
     tags: list[_reference.Reference] = field(default_factory=list)
@@ -114,7 +114,7 @@ class BuildOptions:
     limits: Any = None  # runtime.cgroups.Limits for RUN steps (--memory, --cpus, --pids-limit)
 
 
-@dataclass
+@record
 class BuildStats:
     steps: int = 0
     cached: int = 0
@@ -124,7 +124,7 @@ class BuildStats:
     keys: list[str] = field(default_factory=list)  # cache records this build used or wrote (for --cache-to)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BuildResult:
     image: Image
     stats: BuildStats
@@ -375,10 +375,10 @@ class Builder:
     def _write_image(self, final: State) -> Image:
         config = final.config
         if self.opts.labels:
-            config = dataclasses.replace(config, config=dataclasses.replace(
+            config = records.replace(config, config=records.replace(
                 config.config, labels={**config.config.labels, **self.opts.labels}))
         created = config.history[-1].created if config.history else self.now()
-        config = dataclasses.replace(config, created=created)
+        config = records.replace(config, created=created)
         image = self.store.images.create(config, list(final.layers))
         for ref in self.opts.tags:
             self.store.images.tag(ref, image.manifest_digest)
@@ -449,8 +449,8 @@ class _StageRun:
         try:
             state = self._from()
             triggers = self._onbuild_triggers(state)
-            state = dataclasses.replace(state, config=dataclasses.replace(
-                state.config, config=dataclasses.replace(state.config.config, on_build=())))
+            state = records.replace(state, config=records.replace(
+                state.config, config=records.replace(state.config.config, on_build=())))
             for step_index, instr in enumerate([*triggers, *self.planned.stage.instructions]):
                 self.b._check_cancel()
                 state = self._step(state, instr, step_index)
@@ -474,9 +474,9 @@ class _StageRun:
             return State(parent.config, parent.layers, cachekey.step_key(parent.key, "FROM-stage"))
         image = self.b.base_image(base.name, instr)
         self.b.out.step(self.label(), f"FROM {base.name}@{image.manifest_digest[:19]}")
-        config = dataclasses.replace(image.config, platform=Platform.host())
+        config = records.replace(image.config, platform=Platform.host())
         if not any(e.startswith("PATH=") for e in config.config.env):
-            config = dataclasses.replace(config, config=dataclasses.replace(
+            config = records.replace(config, config=records.replace(
                 config.config, env=(DEFAULT_PATH_ENV, *config.config.env)))
         return State(config, tuple(image.manifest.layers), cachekey.base_key("image", image.manifest_digest))
 
@@ -557,7 +557,7 @@ class _StageRun:
         self.store.build_cache.put(CacheRecord(key, config_digest, state.layers, state.config.diff_ids, time.time()))
         self.store.build_cache.remember_inputs(slot, inputs)
         self.b.used(key)
-        return dataclasses.replace(state, key=key)
+        return records.replace(state, key=key)
 
     def checksum_memo(self) -> ChecksumCache:
         """The store's memo of content digests, opened once per stage (its connection is per thread)."""
@@ -586,7 +586,7 @@ class _StageRun:
         hit = self._lookup(key, inputs, slot, text, numbered=False)
         if hit is not None:
             return hit
-        img = dataclasses.replace(state.config, config=new_cfg, history=self._history(state.config, text, True),
+        img = records.replace(state.config, config=new_cfg, history=self._history(state.config, text, True),
                                   author=author if author is not None else state.config.author)
         return self._save(key, State(img, state.layers, key), inputs, slot)
 
@@ -603,9 +603,9 @@ class _StageRun:
         started = time.monotonic()
         layers = self.store.layers
         parent = state.top_chain
-        img = dataclasses.replace(state.config, config=new_cfg)
+        img = records.replace(state.config, config=new_cfg)
         if exists_below(layers.overlay, chain_lowers(layers, parent), path):
-            img = dataclasses.replace(img, history=self._history(state.config, text, True))
+            img = records.replace(img, history=self._history(state.config, text, True))
             return self._save(key, State(img, state.layers, key), inputs, slot)
         snap = self._new_snapshot(instr, parent)
         try:
@@ -628,7 +628,7 @@ class _StageRun:
     def _commit(self, state: State, img: ImageConfig, snap: Snapshot, created_by: str) -> State:
         layer, desc = self.store.commit_snapshot(snap, source_date_epoch=self.b._epoch)
         history = HistoryEntry(created=self.b.now(), created_by=created_by, comment="pybuild.dockerfile.v0")
-        new_img = dataclasses.replace(img, diff_ids=(*state.config.diff_ids, layer.diff_id),
+        new_img = records.replace(img, diff_ids=(*state.config.diff_ids, layer.diff_id),
                                       history=(*state.config.history, history))
         return State(new_img, (*state.layers, desc), state.key)
 

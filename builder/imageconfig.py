@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import replace
 
 from pybuild.errors import DockerfileError
+from pybuild.records import replace
 from pybuild.store.model import ContainerConfig
 from pybuild.store.model import Healthcheck as ConfigHealthcheck
 

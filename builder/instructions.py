@@ -22,11 +22,11 @@ import difflib
 import enum
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import ClassVar, Self, TypeAlias
 
 from pybuild.errors import DockerfileError
+from pybuild.records import field, record, replace
 
 from . import shellwords
 from .lexer import (
@@ -126,7 +126,7 @@ def _error(node: RawNode, filename: str, message: str, hint: str | None = None) 
 # =============================================================================
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class NodeArgs:
     """An instruction's arguments as BuildKit's parser splits them.
 
@@ -323,7 +323,7 @@ def node_args(node: RawNode, escape: str = DEFAULT_ESCAPE, filename: str = "Dock
 # =============================================================================
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Meta:
     """Where an instruction comes from: location, raw flags and text."""
 
@@ -335,7 +335,7 @@ class Meta:
     source_line: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class BaseInstruction:
     """Fields and accessors common to every instruction."""
 
@@ -379,7 +379,7 @@ class BaseInstruction:
 Command: TypeAlias = "list[str] | str"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class From(BaseInstruction):
     """``FROM [--platform=p] image [AS name]``; ``stage_name`` is lower-cased."""
 
@@ -395,7 +395,7 @@ class From(BaseInstruction):
         return replace(self, image=word(self.image), platform=platform)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Run(BaseInstruction):
     """``RUN``: exec form gives a list, shell form a string (``prepend_shell``)."""
 
@@ -408,14 +408,14 @@ class Run(BaseInstruction):
     heredocs: list[Heredoc] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Cmd(BaseInstruction):
     keyword: ClassVar[str] = "CMD"
     command: Command
     prepend_shell: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Entrypoint(BaseInstruction):
     keyword: ClassVar[str] = "ENTRYPOINT"
     command: Command
@@ -426,7 +426,7 @@ def _expand_pairs(pairs: list[tuple[str, str]], word: Callable[[str], str]) -> l
     return [(word(key), word(value)) for key, value in pairs]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Env(BaseInstruction):
     """``ENV k=v ...`` or legacy ``ENV k v``; values are raw until :meth:`expand`."""
 
@@ -437,7 +437,7 @@ class Env(BaseInstruction):
         return replace(self, pairs=_expand_pairs(self.pairs, self._expander(env, escape)))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Label(BaseInstruction):
     keyword: ClassVar[str] = "LABEL"
     pairs: list[tuple[str, str]]
@@ -446,7 +446,7 @@ class Label(BaseInstruction):
         return replace(self, pairs=_expand_pairs(self.pairs, self._expander(env, escape)))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Arg(BaseInstruction):
     """``ARG name[=default] ...``; a default of None means none was given."""
 
@@ -463,7 +463,7 @@ class Arg(BaseInstruction):
         return replace(self, pairs=pairs)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Expose(BaseInstruction):
     keyword: ClassVar[str] = "EXPOSE"
     ports: list[str]
@@ -473,7 +473,7 @@ class Expose(BaseInstruction):
         return replace(self, ports=[word(port) for port in self.ports])
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class User(BaseInstruction):
     keyword: ClassVar[str] = "USER"
     user: str
@@ -482,7 +482,7 @@ class User(BaseInstruction):
         return replace(self, user=self._expander(env, escape)(self.user))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Workdir(BaseInstruction):
     keyword: ClassVar[str] = "WORKDIR"
     path: str
@@ -491,7 +491,7 @@ class Workdir(BaseInstruction):
         return replace(self, path=self._expander(env, escape)(self.path))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Volume(BaseInstruction):
     keyword: ClassVar[str] = "VOLUME"
     paths: list[str]
@@ -501,7 +501,7 @@ class Volume(BaseInstruction):
         return replace(self, paths=[word(path) for path in self.paths])
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Stopsignal(BaseInstruction):
     keyword: ClassVar[str] = "STOPSIGNAL"
     signal: str
@@ -510,7 +510,7 @@ class Stopsignal(BaseInstruction):
         return replace(self, signal=self._expander(env, escape)(self.signal))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Healthcheck(BaseInstruction):
     """``HEALTHCHECK NONE`` or ``HEALTHCHECK [flags] CMD ...``.
 
@@ -528,13 +528,13 @@ class Healthcheck(BaseInstruction):
     retries: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Shell(BaseInstruction):
     keyword: ClassVar[str] = "SHELL"
     shell: list[str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Onbuild(BaseInstruction):
     """``ONBUILD <instruction>``: ``expression`` is what goes in the image config."""
 
@@ -543,13 +543,13 @@ class Onbuild(BaseInstruction):
     expression: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Maintainer(BaseInstruction):
     keyword: ClassVar[str] = "MAINTAINER"
     maintainer: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Add(BaseInstruction):
     """``ADD``; ``heredocs`` are the inline sources (``ADD <<EOF /dest``)."""
 
@@ -577,7 +577,7 @@ class Add(BaseInstruction):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class Copy(BaseInstruction):
     """``COPY``; ``from_stage`` is ``--from`` (a stage name, index or image)."""
 
@@ -667,7 +667,7 @@ _NO_FLAGS: Mapping[str, _Kind] = {}
 # -- the parse context --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class _Ctx:
     """What an instruction parser needs: the node, its arguments and settings."""
 
@@ -1124,7 +1124,7 @@ def parse_instruction(node: RawNode, escape: str = DEFAULT_ESCAPE, filename: str
 # =============================================================================
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Stage:
     """One build stage: its FROM and the instructions after it."""
 
@@ -1134,7 +1134,7 @@ class Stage:
     instructions: list[Instruction] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Dockerfile:
     """A parsed Dockerfile.
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 
 from pybuild.errors import DockerfileError
+from pybuild.records import field, record
 
 from .shellwords import WHITESPACE, heredoc_words, process
 
@@ -43,7 +43,7 @@ _HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Directive:
     """A parser directive (``# syntax=``, ``# escape=``, ``# check=``) at the top."""
 
@@ -52,7 +52,7 @@ class Directive:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Heredoc:
     """A here-document attached to a RUN/COPY/ADD instruction.
 
@@ -68,7 +68,7 @@ class Heredoc:
     fd: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class RawNode:
     """One instruction as written, before its arguments are parsed.
 
@@ -100,7 +100,7 @@ class RawNode:
         return self.source.split("\n", 1)[0].rstrip("\r")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class LexResult:
     """What the line splitter produces for a whole file."""
 

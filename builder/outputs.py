@@ -13,11 +13,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pybuild.errors import UsageError
+from pybuild.records import record
 from pybuild.store import reference as _reference
 from pybuild.store.images import Image
 from pybuild.store.root import Store
@@ -27,7 +27,7 @@ from .snapshots import chain_lowers
 OUTPUT_TYPES = ("oci", "docker", "local", "tar")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OutputSpec:
     type: str
     dest: str

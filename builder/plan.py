@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import platform as _platform
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from pybuild.errors import DockerfileError, UsageError
+from pybuild.records import field, record
 
 from . import shellwords
 from .instructions import Copy, Dockerfile, From, Instruction, Run, Stage
@@ -42,14 +42,14 @@ def host_platform_args() -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StageBase:
     kind: str  # "scratch", "stage" or "image"
     name: str  # the image reference, or the stage index as text
     stage: int | None = None
 
 
-@dataclass
+@record
 class PlannedStage:
     stage: Stage
     base: StageBase
@@ -65,7 +65,7 @@ class PlannedStage:
         return self.stage.name or f"stage-{self.stage.index}"
 
 
-@dataclass
+@record
 class BuildPlan:
     dockerfile: Dockerfile
     global_args: dict[str, str]  # name -> value, after --build-arg

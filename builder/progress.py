@@ -15,8 +15,9 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TextIO
+
+from pybuild.records import field, record
 
 
 class BuildOutput:
@@ -57,7 +58,7 @@ class BuildOutput:
         """The build ended (a live view draws its last frame)."""
 
 
-@dataclass
+@record
 class _Step:
     label: str
     text: str

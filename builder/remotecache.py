@@ -33,10 +33,10 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError, RegistryError, UsageError
+from pybuild.records import record
 from pybuild.store import digest as _digest
 from pybuild.store import reference as _reference
 from pybuild.store.buildcache import CacheRecord
@@ -59,7 +59,7 @@ MODES = ("min", "max")
 _EXAMPLE = "type=registry,ref=REGISTRY/NAME:TAG"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CacheSpec:
     """A parsed ``--cache-to``/``--cache-from`` value."""
 
@@ -68,7 +68,7 @@ class CacheSpec:
     ignore_error: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Entry:
     """One record as the cache config lists it."""
 
@@ -160,7 +160,7 @@ def _tag(ref: _reference.Reference) -> str:
 # ---- export --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExportResult:
     digest: str  # of the cache manifest
     records: int
@@ -272,7 +272,7 @@ def _each(client: RegistryClient, work: Callable[[Descriptor], str], items: list
 # ---- import --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImportResult:
     digest: str  # of the cache manifest
     records: int  # in the cache

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import csv
 import posixpath
-from dataclasses import dataclass
 
 from pybuild.errors import BuildError
+from pybuild.records import record
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _SHARING = ("shared", "private", "locked")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountSpec:
     type: str
     target: str

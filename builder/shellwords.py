@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from pybuild.errors import DockerfileError
+from pybuild.records import record
 
 __all__ = [
     "WHITESPACE",
@@ -45,7 +45,7 @@ def is_space(ch: str) -> bool:
     return ch in _SPACE_SET
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Expansion:
     """The two results of one pass: the whole expanded text and its words."""
 

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -34,6 +33,7 @@ from urllib.parse import urlencode
 import requests
 
 from pybuild.errors import RegistryError, UsageError
+from pybuild.records import record
 
 from .errors import RegistryAuthError
 
@@ -52,7 +52,7 @@ _HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # =========================================================================== credentials
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     username: str = ""
     password: str = ""
@@ -293,7 +293,7 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PARAM = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^,\s]*))\s*")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Challenge:
     scheme: str  # lower case: "bearer", "basic"
     params: dict[str, str]
@@ -349,7 +349,7 @@ def merge_scopes(scopes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 # =========================================================================== the authenticator
 
 
-@dataclass
+@record
 class _Token:
     value: str
     expires: float

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urljoin
@@ -26,6 +25,7 @@ import requests
 import urllib3
 
 from pybuild.errors import DigestMismatch, RegistryError
+from pybuild.records import record
 from pybuild.store import digest as _digest
 from pybuild.store.blobs import BlobStore
 from pybuild.store.model import (
@@ -61,14 +61,14 @@ def short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FetchedManifest:
     data: bytes
     media_type: str
     digest: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlobPushed:
     """How a blob got into the repository: ``exists``, ``mounted`` (from ``source``) or ``pushed``."""
 

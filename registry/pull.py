@@ -27,9 +27,9 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from pybuild.errors import DigestMismatch, LayerError, PybuildError, RegistryError
+from pybuild.records import record
 from pybuild.store import digest as _digest
 from pybuild.store import reference as _reference
 from pybuild.store.compression import from_media_type, open_decompressed
@@ -55,7 +55,7 @@ from .sources import BlobSources
 from .transport import RegistryOptions
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PullResult:
     image: Image
     ref: _reference.Reference  # what was asked for, normalised

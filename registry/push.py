@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-from dataclasses import dataclass
 
 from pybuild.errors import DigestMismatch, LayerError, RegistryError, UsageError
+from pybuild.records import record
 from pybuild.store import reference as _reference
 from pybuild.store.compression import CHUNK, Compression, from_media_type, open_compressor, open_decompressed
 from pybuild.store.images import Image
@@ -45,7 +45,7 @@ from .transport import RegistryOptions
 _OCI_EQUIVALENT = {DOCKER_LAYER_GZIP: OCI_LAYER_GZIP, DOCKER_LAYER: OCI_LAYER, DOCKER_CONFIG: OCI_CONFIG}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PushResult:
     ref: _reference.Reference
     digest: str  # of the manifest pushed

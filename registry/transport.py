@@ -29,7 +29,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -37,6 +36,7 @@ import requests
 import urllib3
 
 from pybuild.errors import RegistryError, UsageError
+from pybuild.records import field, record
 
 from .errors import RegistryAuthError, RegistryConnectionError, RegistryHTTPError, error_from_response
 
@@ -65,7 +65,7 @@ def _env_number(name: str, default: float, kind: type = float) -> Any:
     return number
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RegistryOptions:
     """Tunables of registry traffic. ``from_env`` reads ``PYBUILD_REGISTRY_*`` overrides."""
 
@@ -194,7 +194,7 @@ class Interrupted(Exception):
     """Raised inside a transfer when the operation it belongs to was cancelled."""
 
 
-@dataclass
+@record
 class Origin:
     scheme: str
     host: str  # host[:port] as in URLs

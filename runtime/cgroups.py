@@ -33,10 +33,10 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import ContainerError, UsageError
+from pybuild.records import record
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -66,7 +66,7 @@ class CgroupVanished(ContainerError):
 # ---------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """Resource limits, in Docker's terms (``docker run`` flags)."""
 
@@ -77,7 +77,7 @@ class Limits:
     pids: int | None = None  # --pids-limit; <= 0 means unlimited
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stats:
     cpu_usage_ns: int
     memory_usage: int
@@ -159,7 +159,7 @@ def _check_name(name: str) -> str:
 # ---------------------------------------------------------------- mounts
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     mount_point: Path
     root: str

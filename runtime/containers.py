@@ -9,22 +9,24 @@ a monitor that died with its container is noticed by the next reader.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from pybuild import records
 from pybuild.errors import ConflictError, ContainerNotFound, UsageError
+from pybuild.records import field, record
 from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import now_iso
 from pybuild.store.locks import locked
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .network.ports import PortBinding
+
 
 CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
 
@@ -34,7 +36,7 @@ _NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "kn
           "hamilton", "backus", "kay", "lamport", "perlman", "cerf", "wirth", "hoare", "milner", "allen", "shaw")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VolumeMount:
     """A volume or bind in the container: ``kind`` is bind, volume (named or anonymous) or tmpfs."""
 
@@ -45,7 +47,7 @@ class VolumeMount:
     anonymous: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerConfig:
     """What a container was created with (never changes)."""
 
@@ -82,7 +84,7 @@ class ContainerConfig:
     add_hosts: tuple[str, ...] = ()     # NAME:IP
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return records.asdict(self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ContainerConfig:
@@ -98,7 +100,7 @@ class ContainerConfig:
         for key in ("entrypoint", "cmd"):
             doc[key] = tuple(doc[key]) if doc.get(key) is not None else None
         doc["mounts"] = tuple(VolumeMount(**m) for m in doc.get("mounts") or ())
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 
     @property
@@ -110,7 +112,7 @@ class ContainerConfig:
         return f"pybuild/{self.id}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerState:
     status: str = CREATED
     pid: int = 0
@@ -123,11 +125,11 @@ class ContainerState:
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return records.asdict(self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ContainerState:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 
     @property
@@ -152,6 +154,11 @@ def is_alive(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and process_start_time(pid) == start
 
 
+def _choice(items: tuple[str, ...] | list[str]) -> str:
+    """A random element (for names; the tiny modulo bias does not matter there)."""
+    return items[int.from_bytes(os.urandom(4), "big") % len(items)]
+
+
 class ContainerStore:
     def __init__(self, root: Path) -> None:
         self.dir = root / "containers"
@@ -166,7 +173,7 @@ class ContainerStore:
             self.path(container_id) / "lock")
 
     def new_id(self) -> str:
-        return secrets.token_hex(32)
+        return os.urandom(32).hex()
 
     def create(self, config: ContainerConfig, *, generated_name: bool = False) -> ContainerConfig:
         """Record a new container; a generated name taken meanwhile by a concurrent create is drawn again."""
@@ -175,7 +182,7 @@ class ContainerStore:
                 if not generated_name:
                     raise ConflictError(f'the container name "/{config.name}" is already in use',
                                         "remove that container or choose another --name")
-                config = dataclasses.replace(config, name=self.unique_name())
+                config = records.replace(config, name=self.unique_name())
             staging = self.dir / f".tmp-{config.id}"
             staging.mkdir(mode=0o700)
             try:
@@ -190,10 +197,10 @@ class ContainerStore:
     def unique_name(self) -> str:
         taken = {c.name for c in self.walk()}
         for _ in range(100):
-            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}"
+            name = f"{_choice(_ADJECTIVES)}_{_choice(_NAMES)}"
             if name not in taken:
                 return name
-        return f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}_{secrets.token_hex(2)}"
+        return f"{_choice(_ADJECTIVES)}_{_choice(_NAMES)}_{os.urandom(2).hex()}"
 
     def config(self, container_id: str) -> ContainerConfig:
         try:
@@ -211,7 +218,7 @@ class ContainerStore:
         atomic_write(self.path(container_id) / "state.json", json.dumps(state.to_json()).encode(), durable=False)
 
     def update_state(self, container_id: str, **changes: Any) -> ContainerState:
-        state = dataclasses.replace(self.state(container_id), **changes)
+        state = records.replace(self.state(container_id), **changes)
         self.save_state(container_id, state)
         return state
 

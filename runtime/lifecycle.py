@@ -11,7 +11,6 @@ namespace, so no mount is ever left on the host, however a container ends.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -19,11 +18,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
+from pybuild import records
 from pybuild.errors import ConflictError, ContainerError, ContainerNotFound, NetworkError, PybuildError, UsageError
+from pybuild.records import field, record
 from pybuild.store import reference as _reference
 from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import Image, now_iso
@@ -49,16 +48,20 @@ from .run import RunResult, execute, pump_pty
 from .spec import DEFAULT_PATH, ContainerSpec, Mount, OverlayRootfs, ProcessSpec
 from .volumes import VolumeStore
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from .network.manager import Attachment, NetworkManager
     from .network.networks import Network
     from .network.ports import PortBinding
+
 
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/bin/tini")
 _VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
-@dataclass
+@record
 class RunOptions:
     """What ``pybuild run`` / ``create`` was asked for."""
 
@@ -660,7 +663,7 @@ class Runtime:
                     digest = w.commit()
                 with self.store.blobs.open(digest) as f:
                     layer = self.store.layers.register(f, base.top_chain_id, expected_diff_id=blob.diff_id)
-                run_cfg = dataclasses.replace(base.config.config, env=config.env, cmd=config.cmd,
+                run_cfg = records.replace(base.config.config, env=config.env, cmd=config.cmd,
                                               entrypoint=config.entrypoint, working_dir=config.cwd,
                                               user=config.user)
                 if changes is not None:
@@ -668,7 +671,7 @@ class Runtime:
                 created = now_iso()
                 history = HistoryEntry(created=created, created_by=" ".join(config.args), comment=message,
                                        author=author or None)
-                new_config = dataclasses.replace(base.config, config=run_cfg, created=created,
+                new_config = records.replace(base.config, config=run_cfg, created=created,
                                                  author=author or base.config.author).with_layer(layer.diff_id, history)
                 descs = [*base.manifest.layers, Descriptor(OCI_LAYER_GZIP, digest, blob.size)]
                 image = self.store.images.create(new_config, descs)
@@ -747,7 +750,7 @@ class Runtime:
                            endpoint.netns if running and endpoint is not None else "")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NetworkInfo:
     mode: str
     network: str = ""
@@ -761,7 +764,7 @@ class NetworkInfo:
     sandbox: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerStats:
     short_id: str
     name: str
@@ -776,11 +779,11 @@ class ContainerStats:
 def _overlay_config(base: ImageRunConfig, changes: ImageRunConfig) -> ImageRunConfig:
     updates = {}
     default = ImageRunConfig()
-    for f in dataclasses.fields(ImageRunConfig):
+    for f in records.fields(ImageRunConfig):
         value = getattr(changes, f.name)
         if value != getattr(default, f.name):
             updates[f.name] = value
-    return dataclasses.replace(base, **updates)
+    return records.replace(base, **updates)
 
 
 def _emit_log_line(line: bytes, out: BinaryIO, err: BinaryIO) -> None:

@@ -12,7 +12,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import socket
 import struct
 from collections.abc import Iterable
@@ -81,9 +80,10 @@ _SYS_PIVOT_ROOT = {
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine
+    nr = _SYS_PIVOT_ROOT.get(machine)
     if nr is None:
-        raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {machine}")
     result = _libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(os.fsencode(new_root)),
                            ctypes.c_char_p(os.fsencode(put_old)))
     _check(result, "pivot_root")

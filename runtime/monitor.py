@@ -15,11 +15,11 @@ import json
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING
 
 from pybuild.errors import ContainerError, PybuildError
 from pybuild.store.images import now_iso
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .containers import ContainerConfig
     from .lifecycle import Runtime

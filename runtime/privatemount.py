@@ -13,12 +13,15 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 from pybuild.errors import ContainerError
 from pybuild.store import mount as _m
 
 from . import linux
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 def in_private_namespace(work: Callable[[], None], scratch: Path | None = None) -> None:

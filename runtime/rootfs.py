@@ -28,9 +28,9 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from pybuild.errors import ContainerError, MountError
+from pybuild.records import record
 from pybuild.store import mount as _m
 from pybuild.store.mount import (
     MS_DIRSYNC,
@@ -112,7 +112,7 @@ _PROPAGATION_WORDS: dict[str, int] = {
 _IGNORED_WORDS = frozenset({"z", "Z", "nocopy", "defaults"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountOptions:
     flags: int
     propagation: tuple[int, ...]

@@ -13,17 +13,23 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any
+
+from pybuild.records import record
 
 from . import cgroups
-from .process import ContainerProcess, ExitStatus, Stdio, spawn
+from .process import ContainerProcess, ExitStatus, spawn
 from .spec import ContainerSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+    from .process import Stdio
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunResult:
     status: ExitStatus
     oom_killed: bool

@@ -8,10 +8,10 @@ its masked and read-only paths, no-new-privileges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import UsageError
+from pybuild.records import record
 
 from . import linux
 
@@ -69,7 +69,7 @@ def _check_container_path(path: str, what: str) -> None:
         raise UsageError(f"invalid {what} {path!r}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     """A mount in the container: ``source`` is a host path for binds, a label otherwise.
 
@@ -131,7 +131,7 @@ def parse_volume(text: str) -> Mount:
     return Mount.bind(source, target, readonly=readonly, options=extra)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class User:
     """Numeric credentials the container process runs with."""
 
@@ -140,7 +140,7 @@ class User:
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProcessSpec:
     """The program to run: ``args[0]`` is looked up in the container's ``$PATH``.
 
@@ -177,7 +177,7 @@ class ProcessSpec:
         return value
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OverlayRootfs:
     """An overlay the container mounts at ``rootfs`` inside its own mount namespace.
 
@@ -192,7 +192,7 @@ class OverlayRootfs:
     work: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerSpec:
     rootfs: Path
     process: ProcessSpec

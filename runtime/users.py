@@ -19,9 +19,9 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
 
 from pybuild.errors import ContainerError
+from pybuild.records import record
 
 from .rootfs import secure_join
 from .spec import User
@@ -37,7 +37,7 @@ class UserNotFound(ContainerError):
     exit_code = 125  # the container did not start, as ``docker run`` reports it
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PasswdEntry:
     name: str
     uid: int
@@ -45,14 +45,14 @@ class PasswdEntry:
     home: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupEntry:
     name: str
     gid: int
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExecUser:
     uid: int
     gid: int

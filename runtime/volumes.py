@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import NotFoundError, UsageError
+from pybuild.records import record
 from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import Image, now_iso
 from pybuild.store.root import Store
@@ -26,7 +25,7 @@ class VolumeNotFound(NotFoundError):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Volume:
     name: str
     anonymous: bool
@@ -47,7 +46,7 @@ class VolumeStore:
         return self._path(name) / "_data"
 
     def new_anonymous_name(self) -> str:
-        return secrets.token_hex(32)
+        return os.urandom(32).hex()
 
     def ensure(self, name: str, anonymous: bool = False) -> bool:
         """Create the volume if missing; True when it was created now."""

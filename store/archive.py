@@ -30,7 +30,6 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from pybuild.errors import (
@@ -41,6 +40,7 @@ from pybuild.errors import (
     PybuildError,
     StoreError,
 )
+from pybuild.records import field, record
 
 from . import digest as _digest
 from . import reference as _reference
@@ -294,7 +294,7 @@ class _Archive:
 # =========================================================================== planning
 
 
-@dataclass
+@record
 class _LayerPlan:
     key: str  # the archive member holding the layer
     digest: str | None  # blob digest the archive announces; None: whatever the member hashes to
@@ -305,7 +305,7 @@ class _LayerPlan:
     parent: str | None
 
 
-@dataclass
+@record
 class _ImagePlan:
     what: str  # how error messages name the image
     config_bytes: bytes
@@ -576,7 +576,7 @@ def _refs_from_annotations(annotations: dict[str, str], what: str) -> list[_refe
 # =========================================================================== loading
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LoadedImage:
     image: Image
     refs: list[_reference.Reference]

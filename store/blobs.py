@@ -9,18 +9,19 @@ the bytes its name promises.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from pybuild.errors import BlobNotFound, DigestMismatch
 
 from . import digest as _digest
 from .fsutil import fsync_dir
 from .locks import create_locked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 class BlobWriter:
@@ -29,10 +30,10 @@ class BlobWriter:
     def __init__(self, store: BlobStore, expected: str | None) -> None:
         self._store = store
         self.expected = None if expected is None else _digest.validate(expected)
-        self.tmp_path = store.tmp_dir / f"blob-{secrets.token_hex(8)}"
+        self.tmp_path = store.tmp_dir / f"blob-{os.urandom(8).hex()}"
         self._fd = create_locked(self.tmp_path)
         self._file = os.fdopen(os.dup(self._fd), "wb", buffering=1 << 20)
-        self._hash = hashlib.sha256()
+        self._hash = _digest.sha256()
         self.size = 0
         self.digest: str | None = None
 

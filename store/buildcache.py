@@ -19,16 +19,17 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pybuild.records import field, record
 
 from . import digest as _digest
 from .fsutil import atomic_write
 from .model import Descriptor
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CacheRecord:
     key: str
     config_digest: str
@@ -47,7 +48,7 @@ class CacheRecord:
                    diff_ids=tuple(str(d) for d in doc["diff_ids"]), created=float(doc.get("created", 0)))
 
 
-@dataclass
+@record
 class SlotInputs:
     """What one position of a Dockerfile was built from last time (for explaining misses)."""
 

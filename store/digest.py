@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from typing import BinaryIO
 
 from pybuild.errors import DigestMismatch, InvalidDigest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import hashlib
+    from typing import BinaryIO
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 CHUNK = 1 << 20
@@ -28,13 +31,20 @@ def hex_of(digest: str) -> str:
     return validate(digest)[len("sha256:"):]
 
 
+def sha256(data: bytes = b"") -> hashlib._Hash:
+    """A sha256 hasher (hashlib imported on first use: `pybuild run` never hashes)."""
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
 def of_bytes(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256(data).hexdigest()
 
 
 def of_stream(stream: BinaryIO) -> tuple[str, int]:
     """Digest and length of everything left in ``stream``."""
-    h = hashlib.sha256()
+    h = sha256()
     size = 0
     while chunk := stream.read(CHUNK):
         h.update(chunk)
@@ -70,7 +80,7 @@ class HashingReader:
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -95,7 +105,7 @@ class HashingWriter:
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:

@@ -10,14 +10,14 @@ digests; it is rewritten whole, atomically, under its own lock.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import ConflictError, ImageNotFound, InvalidReference, PybuildError, StoreError
+from pybuild.records import record
 
 from . import digest as _digest
 from . import reference as _reference
@@ -27,7 +27,7 @@ from .locks import locked
 from .model import OCI_CONFIG, OCI_MANIFEST, Descriptor, ImageConfig, Index, Manifest, Platform
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Image:
     manifest_digest: str
     manifest: Manifest
@@ -57,7 +57,10 @@ class Image:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now in UTC, RFC 3339 with microseconds, as Docker writes ``created``."""
+    now = time.time_ns() // 1000
+    seconds, micros = divmod(now, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 class ImageStore:

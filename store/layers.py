@@ -24,25 +24,27 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from pybuild.errors import LayerError, LayerNotFound, MountError, TooManyLayers
+from pybuild.records import record
 
 from . import digest as _digest
 from . import mount as _mount
 from .fsutil import fsync_dir, remove_tree
 from .locks import Ownership, is_abandoned
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
 MAX_DEPTH = 127  # the kernel stacks at most 128 lower dirs; a container adds its upper
 SHORT_ID_LEN = 26
 LINK_DIR = "l"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Layer:
     """A committed, read-only layer."""
 
@@ -53,7 +55,7 @@ class Layer:
     size: int
 
 
-@dataclass
+@record
 class Snapshot:
     """A layer directory being written (not yet committed)."""
 
@@ -75,7 +77,7 @@ class Snapshot:
         return self.path / "merged"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RWLayer:
     """A container's read-write layer: an init layer and a mount (upper) layer over a parent chain."""
 
@@ -86,11 +88,11 @@ class RWLayer:
 
 
 def new_short_id() -> str:
-    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=")[:SHORT_ID_LEN]
+    return base64.b32encode(os.urandom(16)).decode().rstrip("=")[:SHORT_ID_LEN]
 
 
 def new_cache_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 _CACHE_ID_RE = re.compile(r"[0-9a-f]{64}(?:-init)?")

@@ -27,11 +27,11 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pybuild.errors import DigestMismatch, LayerError, UnsafeLayerError
+from pybuild.records import record
 
 from . import digest as _digest
 from .compression import Compression, Compressor, open_compressor, open_decompressed
@@ -81,7 +81,7 @@ _GNU_LONGLINK = b"K"
 _HEADER_ONLY = frozenset((_LNKTYPE, _SYMTYPE, _CHRTYPE, _BLKTYPE, _DIRTYPE, _FIFOTYPE))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayerBlob:
     diff_id: str  # sha256 of the uncompressed tar
     digest: str  # sha256 of the bytes written to `out`
@@ -90,7 +90,7 @@ class LayerBlob:
     media_type: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AppliedLayer:
     diff_id: str  # sha256 of the uncompressed stream, read to its end
     size: int  # uncompressed size in bytes

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def create_locked(path: Path) -> int:
     (a rename keeps the lock), so a cleaner that finds ``path`` unlocked knows
     its owner is gone.
     """
-    staging = path.with_name(f".new-{os.getpid()}-{secrets.token_hex(6)}")
+    staging = path.with_name(f".new-{os.getpid()}-{os.urandom(6).hex()}")
     fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform as _platform
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any
 
 from pybuild.errors import PybuildError
+from pybuild.records import field, record, replace
 
 from . import digest as _digest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -66,7 +69,7 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     os: str = "linux"
     architecture: str = "amd64"
@@ -74,7 +77,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _platform.machine()
+        machine = os.uname().machine
         arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
                 "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
         return cls("linux", arch, "v8" if arch == "arm64" else ("v7" if arch == "arm" else None))
@@ -105,7 +108,7 @@ class Platform:
         return cls(str(doc.get("os", "")), str(doc.get("architecture", "")), doc.get("variant"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     media_type: str
     digest: str
@@ -141,7 +144,7 @@ class Descriptor:
                    Platform.from_json(plat) if isinstance(plat, dict) else None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryEntry:
     created: str | None = None
     created_by: str | None = None
@@ -169,7 +172,7 @@ class HistoryEntry:
                    bool(doc.get("empty_layer", False)), doc.get("author"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Healthcheck:
     test: tuple[str, ...]
     interval: int = 0  # nanoseconds, as Docker stores them
@@ -194,7 +197,7 @@ class Healthcheck:
                    int(doc.get("Retries", 0)))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerConfig:
     """The execution parameters of an image (the ``config`` object of an OCI config)."""
 
@@ -271,7 +274,7 @@ class ContainerConfig:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageConfig:
     """An OCI image configuration (application/vnd.oci.image.config.v1+json)."""
 
@@ -327,7 +330,7 @@ class ImageConfig:
         return replace(self, diff_ids=(*self.diff_ids, diff_id), history=(*self.history, history))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Manifest:
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -365,7 +368,7 @@ class Manifest:
         return cls(config, layers, mt, dict(doc.get("annotations") or {}))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Index:
     manifests: tuple[Descriptor, ...]
     media_type: str = OCI_INDEX

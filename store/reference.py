@@ -9,9 +9,9 @@ is what users see.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from pybuild.errors import InvalidReference
+from pybuild.records import record
 
 from . import digest as _digest
 
@@ -31,7 +31,7 @@ _TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 _HEX64_RE = re.compile(r"[a-f0-9]{64}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     """A normalised image reference."""
 

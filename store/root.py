@@ -16,9 +16,7 @@ import os
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 from pybuild.errors import (
     LayerNotFound,
@@ -26,6 +24,7 @@ from pybuild.errors import (
     StoreError,
     UnsupportedFilesystem,
 )
+from pybuild.records import field, record
 
 from . import digest as _digest
 from . import reference as _reference
@@ -44,8 +43,12 @@ from .model import (
     Platform,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from .buildcache import BuildCache
+
 
 DEFAULT_ROOT = "/var/lib/pybuild"
 FORMAT_VERSION = "1"
@@ -55,7 +58,7 @@ _SUBDIRS = ("tmp", "blobs/sha256", "overlay2/l", "layerdb/sha256", "layerdb/moun
             "imagedb/sha256", "containers", "volumes")
 
 
-@dataclass
+@record
 class GCReport:
     layers: int = 0
     dirs: int = 0
@@ -64,13 +67,13 @@ class GCReport:
     leftovers: int = 0
 
 
-@dataclass
+@record
 class Problem:
     what: str
     repaired: bool = False
 
 
-@dataclass
+@record
 class CheckReport:
     problems: list[Problem] = field(default_factory=list)
 
@@ -240,10 +243,10 @@ class Store:
                 blobs.add(index)
             blobs.update(d.digest for d in image.manifest.layers)
             chains.update(image.chain_ids)
-        for record in self.build_cache.walk() if include_build_cache else ():
-            blobs.add(record.config_digest)
-            blobs.update(d.digest for d in record.layers)
-            chains.update(_digest.chain_ids(list(record.diff_ids)))
+        for entry in self.build_cache.walk() if include_build_cache else ():
+            blobs.add(entry.config_digest)
+            blobs.update(d.digest for d in entry.layers)
+            chains.update(_digest.chain_ids(list(entry.diff_ids)))
         for rw in self.layers.walk_rw():
             chain = rw.parent
             while chain is not None and chain not in chains:

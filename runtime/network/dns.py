@@ -13,9 +13,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from pybuild.errors import NetworkError
+from pybuild.records import record
 
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_GATEWAY = "host-gateway"
@@ -24,7 +24,7 @@ _LOCALHOST = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n
 _HOSTNAME_RE = re.compile(r"[a-zA-Z0-9_]([a-zA-Z0-9_.-]*[a-zA-Z0-9_])?")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostEntry:
     address: str
     names: tuple[str, ...]

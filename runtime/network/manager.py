@@ -15,11 +15,11 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pybuild.errors import ConflictError, NetworkError
+from pybuild.records import asdict, field, record
 from pybuild.store.fsutil import atomic_write
 from pybuild.store.locks import Ownership, is_abandoned, locked
 from pybuild.store.root import DEFAULT_ROOT
@@ -31,7 +31,7 @@ from .networks import DEFAULT_NETWORK, Network, NetworkStore
 from .ports import PortBinding, Reservations
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     """A running container's place on a bridge network."""
 
@@ -69,7 +69,7 @@ class Endpoint:
         return cls(**doc)
 
 
-@dataclass
+@record
 class Attachment:
     """What a container's monitor holds while the container runs: the endpoint's owner lock and its ports."""
 

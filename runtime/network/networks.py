@@ -19,11 +19,11 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pybuild.errors import NetworkError, NetworkNotFound, UsageError
+from pybuild.records import asdict, record
 from pybuild.store.fsutil import atomic_write
 from pybuild.store.images import now_iso
 
@@ -37,7 +37,7 @@ _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _DEVICE_RE = re.compile(r"[a-zA-Z0-9_.-]{1,15}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Network:
     name: str
     id: str

@@ -27,10 +27,10 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import NetworkError
+from pybuild.records import record
 
 from .ports import PortBinding
 
@@ -44,13 +44,13 @@ def table_name(root: Path) -> str:
     return "pybuild_" + hashlib.sha256(str(root).encode()).hexdigest()[:10]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BridgeRules:
     bridge: str
     subnet: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Forward:
     binding: PortBinding
     address: str  # the container's

@@ -18,14 +18,14 @@ import contextlib
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 from pybuild.errors import NetworkError
+from pybuild.records import record
 
 PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortBinding:
     """One published port; ``host_port`` 0 means "pick a free one"; ``host_ip`` "" means every address."""
 
