@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import IO
-
-import click
 
 from pybuild.cli import Settings, pass_settings
+from pybuild.cmdline import argument, command, echo, option
 from pybuild.errors import ImageNotFound, InvalidReference, PybuildError, UsageError
 from pybuild.store import reference as _reference
 from pybuild.store.images import Image
 from pybuild.store.root import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 
 def _images_for(store: Store, text: str) -> list[tuple[Image, list[_reference.Reference]]]:
@@ -43,9 +45,9 @@ def _images_for(store: Store, text: str) -> list[tuple[Image, list[_reference.Re
     return [(image, [])]  # named by ID
 
 
-@click.command("save")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
+@command("save")
+@argument("names", nargs=-1, required=True)
+@option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
 @pass_settings
 def save_cmd(settings: Settings, names: tuple[str, ...], output: str | None) -> None:
     """Save images to a tar archive (OCI layout plus docker's manifest.json)."""
@@ -79,9 +81,9 @@ def save_cmd(settings: Settings, names: tuple[str, ...], output: str | None) -> 
         raise
 
 
-@click.command("load")
-@click.option("-i", "--input", "input_", metavar="FILE", help="Read from FILE instead of standard input.")
-@click.option("-q", "--quiet", is_flag=True, help="Do not report the layers loaded.")
+@command("load")
+@option("-i", "--input", "input_", metavar="FILE", help="Read from FILE instead of standard input.")
+@option("-q", "--quiet", is_flag=True, help="Do not report the layers loaded.")
 @pass_settings
 def load_cmd(settings: Settings, input_: str | None, quiet: bool) -> None:
     """Load images from a tar archive (docker save, OCI layout, plain or compressed)."""
@@ -90,7 +92,7 @@ def load_cmd(settings: Settings, input_: str | None, quiet: bool) -> None:
     store = settings.store()
 
     def progress(line: str) -> None:
-        click.echo(line, err=True)
+        echo(line, err=True)
 
     with contextlib.ExitStack() as stack:
         stream: IO[bytes]
@@ -108,6 +110,6 @@ def load_cmd(settings: Settings, input_: str | None, quiet: bool) -> None:
         raise ImageNotFound("the archive holds no images")
     for item in loaded:
         for ref in item.refs:
-            click.echo(f"Loaded image: {ref.familiar()}")
+            echo(f"Loaded image: {ref.familiar()}")
         if not item.refs:
-            click.echo(f"Loaded image ID: {item.image.id}")
+            echo(f"Loaded image ID: {item.image.id}")

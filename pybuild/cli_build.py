@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-import click
-
+from pybuild.cli import pass_settings
+from pybuild.cmdline import Choice, IntRange, argument, command, echo, group, option
 from pybuild.errors import DockerfileError, PybuildError, UsageError
 from pybuild.store.model import ContainerConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pybuild.cli import Settings
 
 
 def config_from_changes(changes: tuple[str, ...] | list[str]) -> ContainerConfig:
@@ -34,7 +39,7 @@ def config_from_changes(changes: tuple[str, ...] | list[str]) -> ContainerConfig
 
 
 def _instruction_json(instr: Any) -> dict[str, Any]:
-    from dataclasses import fields
+    from pybuild.records import fields
 
     out: dict[str, Any] = {"instruction": type(instr).keyword, "flags": list(instr.flags),
                            "start_line": instr.line, "end_line": instr.end_line}
@@ -50,10 +55,10 @@ def _instruction_json(instr: Any) -> dict[str, Any]:
     return out
 
 
-@click.command("parse")
-@click.option("-f", "--file", "dockerfile", default="Dockerfile", show_default=True,
-              help="The Dockerfile to parse ('-' for stdin).")
-@click.option("--json", "as_json", is_flag=True, help="Print the instructions as JSON.")
+@command("parse")
+@option("-f", "--file", "dockerfile", default="Dockerfile", show_default=True,
+        help="The Dockerfile to parse ('-' for stdin).")
+@option("--json", "as_json", is_flag=True, help="Print the instructions as JSON.")
 def parse_cmd(dockerfile: str, as_json: bool) -> None:
     """Print the parsed instructions of a Dockerfile (for debugging one)."""
     from pybuild.builder.dump import dump
@@ -76,7 +81,7 @@ def parse_cmd(dockerfile: str, as_json: bool) -> None:
     width = len(str(max((i.end_line for i in parsed.instructions), default=1)))
     for instr, line in zip(parsed.instructions, lines, strict=False):
         span = f"{instr.line}" if instr.line == instr.end_line else f"{instr.line}-{instr.end_line}"
-        click.echo(f"{span:>{width * 2 + 1}}  {line}")
+        echo(f"{span:>{width * 2 + 1}}  {line}")
 
 
 def _key_values(items: tuple[str, ...], what: str, from_env: bool = False) -> dict[str, str]:
@@ -141,39 +146,39 @@ def _enter_private_mount_namespace() -> None:
                            "pybuild build must run as root") from None
 
 
-@click.command("build")
-@click.argument("context", default=".", required=False)
-@click.option("-t", "--tag", "tags", multiple=True, help="Name the image (name:tag); may be repeated.")
-@click.option("-f", "--file", "dockerfile", default=None,
-              help="The Dockerfile (default: CONTEXT/Dockerfile; '-' reads it from stdin).")
-@click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (KEY=VALUE).")
-@click.option("--target", default=None, help="Build this stage (and what it needs) only.")
-@click.option("--no-cache", is_flag=True, help="Do not use the build cache.")
-@click.option("--pull", is_flag=True, help="Always pull base images again.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Stages built at the same time (default: the CPU count).")
-@click.option("--network", type=click.Choice(["default", "host", "none"]), default="default",
-              show_default=True, help="Network for RUN steps (default: the bridge).")
-@click.option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
-@click.option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
-@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]), default="auto", show_default=True,
-              help="auto: a live view on a terminal, plain lines otherwise.")
-@click.option("--explain", is_flag=True, help="Say why each step missed the cache.")
-@click.option("--iidfile", default=None, help="Write the image ID to this file.")
-@click.option("-o", "--output", "outputs", multiple=True,
-              help="Also write the result: type=oci|docker,dest=FILE (archive), type=local,dest=DIR, "
-                   "type=tar,dest=FILE (the filesystem).")
-@click.option("--platform", default=None, help="Target platform (only the host's is supported).")
-@click.option("--push", is_flag=True, help="Push the image to its registry after the build.")
-@click.option("--cache-to", "cache_to", default=None, help="Export the build cache (type=registry,ref=REF).")
-@click.option("--cache-from", "cache_from", multiple=True, help="Use a build cache (type=registry,ref=REF).")
-@click.option("-m", "--memory", default=None, help="Memory limit for RUN steps (e.g. 512m).")
-@click.option("--cpus", type=float, default=None, help="CPU limit for RUN steps (e.g. 1.5).")
-@click.option("--cpu-shares", type=int, default=None, help="CPU shares (relative weight) for RUN steps.")
-@click.option("--pids-limit", type=int, default=None, help="Process limit for RUN steps.")
-@click.pass_context
-def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfile: str | None,
+@command("build")
+@argument("context", default=".", required=False)
+@option("-t", "--tag", "tags", multiple=True, help="Name the image (name:tag); may be repeated.")
+@option("-f", "--file", "dockerfile", default=None,
+        help="The Dockerfile (default: CONTEXT/Dockerfile; '-' reads it from stdin).")
+@option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (KEY=VALUE).")
+@option("--target", default=None, help="Build this stage (and what it needs) only.")
+@option("--no-cache", is_flag=True, help="Do not use the build cache.")
+@option("--pull", is_flag=True, help="Always pull base images again.")
+@option("-j", "--jobs", type=IntRange(min=1), default=None,
+        help="Stages built at the same time (default: the CPU count).")
+@option("--network", type=Choice(["default", "host", "none"]), default="default",
+        show_default=True, help="Network for RUN steps (default: the bridge).")
+@option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
+@option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
+@option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@option("--progress", type=Choice(["auto", "plain", "tty", "quiet"]), default="auto", show_default=True,
+        help="auto: a live view on a terminal, plain lines otherwise.")
+@option("--explain", is_flag=True, help="Say why each step missed the cache.")
+@option("--iidfile", default=None, help="Write the image ID to this file.")
+@option("-o", "--output", "outputs", multiple=True,
+        help="Also write the result: type=oci|docker,dest=FILE (archive), type=local,dest=DIR, "
+             "type=tar,dest=FILE (the filesystem).")
+@option("--platform", default=None, help="Target platform (only the host's is supported).")
+@option("--push", is_flag=True, help="Push the image to its registry after the build.")
+@option("--cache-to", "cache_to", default=None, help="Export the build cache (type=registry,ref=REF).")
+@option("--cache-from", "cache_from", multiple=True, help="Use a build cache (type=registry,ref=REF).")
+@option("-m", "--memory", default=None, help="Memory limit for RUN steps (e.g. 512m).")
+@option("--cpus", type=float, default=None, help="CPU limit for RUN steps (e.g. 1.5).")
+@option("--cpu-shares", type=int, default=None, help="CPU shares (relative weight) for RUN steps.")
+@option("--pids-limit", type=int, default=None, help="Process limit for RUN steps.")
+@pass_settings
+def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfile: str | None,
               build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, jobs: int | None,
               network: str, secrets: tuple[str, ...], labels: tuple[str, ...], quiet: bool, progress: str,
               explain: bool, iidfile: str | None, outputs: tuple[str, ...], platform: str | None, push: bool,
@@ -186,10 +191,8 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
     from pybuild.builder.context import Context
     from pybuild.builder.executor import BuildOptions, run_build
     from pybuild.builder.plan import host_platform_args
-    from pybuild.cli import settings as _settings
     from pybuild.store import reference as _reference
 
-    settings = _settings(ctx)
     refs = []
     for tag in tags:
         ref = _reference.parse(tag)
@@ -266,13 +269,13 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
     if iidfile:
         Path(iidfile).write_text(image.id)
     if quiet or progress == "quiet":
-        click.echo(image.id)
+        echo(image.id)
     else:
         s = result.stats
-        click.echo(f"{s.steps} steps: {s.cached} cached, {s.executed} built")
-        click.echo(f"writing image {image.id}")
+        echo(f"{s.steps} steps: {s.cached} cached, {s.executed} built")
+        echo(f"writing image {image.id}")
         for ref in refs:
-            click.echo(f"naming to {ref.familiar()}")
+            echo(f"naming to {ref.familiar()}")
     if push:
         from pybuild.cli_registry import push_built
 
@@ -280,24 +283,23 @@ def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], dockerfil
             push_built(store, image, ref, quiet)
 
 
-@click.group("builder")
+@group("builder")
 def builder_group() -> None:
     """Manage the build cache."""
 
 
 @builder_group.command("prune")
-@click.option("--keep-duration", "keep", default=None,
-              help="Keep records used within this duration (e.g. 24h, 7d).")
-@click.pass_context
-def builder_prune_cmd(ctx: click.Context, keep: str | None) -> None:
+@option("--keep-duration", "keep", default=None,
+        help="Keep records used within this duration (e.g. 24h, 7d).")
+@pass_settings
+def builder_prune_cmd(settings: Settings, keep: str | None) -> None:
     """Remove the build cache (step records, cache mounts, checksum memo) and free what only it used."""
     import shutil
 
     from pybuild import ui
     from pybuild.builder.checksum import ChecksumCache
-    from pybuild.cli import settings as _settings
 
-    store = _settings(ctx).store()
+    store = settings.store()
     older = None
     if keep is not None:
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -312,5 +314,5 @@ def builder_prune_cmd(ctx: click.Context, keep: str | None) -> None:
                 memo.prune(keep=0)
     report = store.gc()
     freed = report.bytes_freed if report else 0
-    click.echo(f"Deleted build cache records: {removed}")
-    click.echo(f"Total reclaimed space: {ui.human_size(freed)}")
+    echo(f"Deleted build cache records: {removed}")
+    echo(f"Total reclaimed space: {ui.human_size(freed)}")

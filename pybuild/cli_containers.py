@@ -6,15 +6,19 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Any
-
-import click
 
 from pybuild import ui
 from pybuild.cli import Settings, pass_settings
+from pybuild.cmdline import argument, command, echo, group, option
 from pybuild.errors import ContainerNotFound, PybuildError, UsageError
 
-RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# run, create and exec stop reading options at the image (or container): what follows is the command.
+# Only --help asks for help there: -h is --hostname.
+RUN_HELP = ("--help",)
 
 
 def _runtime(settings: Settings) -> Any:
@@ -61,44 +65,44 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
 
 def container_options(f: Any) -> Any:
     options = [
-        click.option("-i", "--interactive", is_flag=True, help="Keep stdin open."),
-        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal."),
-        click.option("--name", help="Assign a name to the container."),
-        click.option("-e", "--env", multiple=True, help="Set an environment variable (NAME=value or NAME)."),
-        click.option("--env-file", multiple=True, help="Read environment variables from a file."),
-        click.option("-w", "--workdir", help="Working directory inside the container."),
-        click.option("-u", "--user", help="user[:group] or uid[:gid]."),
-        click.option("--entrypoint", help="Override the image's ENTRYPOINT."),
-        click.option("-h", "--hostname", help="Container host name."),
-        click.option("--network", "--net", "network", default="bridge", show_default=True,
-                     help="bridge, none, host, container:NAME or a network made with 'network create'."),
-        click.option("-p", "--publish", multiple=True,
-                     help="Publish a port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]."),
-        click.option("--dns", multiple=True, help="A nameserver for the container's resolv.conf."),
-        click.option("--add-host", multiple=True, help="An /etc/hosts entry: NAME:IP (IP may be host-gateway)."),
-        click.option("-v", "--volume", multiple=True, help="Bind mount or volume: SRC:DEST[:ro], or DEST."),
-        click.option("--tmpfs", multiple=True, help="Mount a tmpfs: DEST[:options]."),
-        click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
-        click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
-        click.option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
-        click.option("-c", "--cpu-shares", type=int, help="Relative CPU weight."),
-        click.option("--pids-limit", type=int, help="Maximum number of processes (-1: unlimited)."),
-        click.option("--init", is_flag=True,
-                     help="Run an init (tini) as PID 1 that forwards signals and reaps zombies."),
-        click.option("--stop-signal", help="Signal to stop the container (default: the image's, or SIGTERM)."),
-        click.option("--stop-timeout", type=int, help="Seconds to wait before killing on stop (default 10)."),
-        click.option("-l", "--label", multiple=True, help="Set a label (key=value)."),
+        option("-i", "--interactive", is_flag=True, help="Keep stdin open."),
+        option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal."),
+        option("--name", help="Assign a name to the container."),
+        option("-e", "--env", multiple=True, help="Set an environment variable (NAME=value or NAME)."),
+        option("--env-file", multiple=True, help="Read environment variables from a file."),
+        option("-w", "--workdir", help="Working directory inside the container."),
+        option("-u", "--user", help="user[:group] or uid[:gid]."),
+        option("--entrypoint", help="Override the image's ENTRYPOINT."),
+        option("-h", "--hostname", help="Container host name."),
+        option("--network", "--net", "network", default="bridge", show_default=True,
+               help="bridge, none, host, container:NAME or a network made with 'network create'."),
+        option("-p", "--publish", multiple=True,
+               help="Publish a port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]."),
+        option("--dns", multiple=True, help="A nameserver for the container's resolv.conf."),
+        option("--add-host", multiple=True, help="An /etc/hosts entry: NAME:IP (IP may be host-gateway)."),
+        option("-v", "--volume", multiple=True, help="Bind mount or volume: SRC:DEST[:ro], or DEST."),
+        option("--tmpfs", multiple=True, help="Mount a tmpfs: DEST[:options]."),
+        option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
+        option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
+        option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
+        option("-c", "--cpu-shares", type=int, help="Relative CPU weight."),
+        option("--pids-limit", type=int, help="Maximum number of processes (-1: unlimited)."),
+        option("--init", is_flag=True,
+               help="Run an init (tini) as PID 1 that forwards signals and reaps zombies."),
+        option("--stop-signal", help="Signal to stop the container (default: the image's, or SIGTERM)."),
+        option("--stop-timeout", type=int, help="Seconds to wait before killing on stop (default 10)."),
+        option("-l", "--label", multiple=True, help="Set a label (key=value)."),
     ]
-    for option in reversed(options):
-        f = option(f)
+    for decorate in reversed(options):
+        f = decorate(f)
     return f
 
 
-@click.command("run", context_settings=RUN_CONTEXT)
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
-@click.option("--rm", is_flag=True, help="Remove the container when it exits.")
+@command("run", interspersed=False, help_flags=RUN_HELP)
+@argument("image")
+@argument("command", nargs=-1)
+@option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
+@option("--rm", is_flag=True, help="Remove the container when it exits.")
 @container_options
 @pass_settings
 def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach: bool, **kw: Any) -> None:
@@ -110,28 +114,28 @@ def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach:
     config = rt.create(opts)
     if detach:
         rt.start_detached(config)
-        click.echo(config.id)
+        echo(config.id)
         return
     result = rt.run_foreground(config)
     if result.oom_killed:
-        click.echo(oom_message(result.memory_limit), err=True)
+        echo(oom_message(result.memory_limit), err=True)
     sys.exit(result.exit_code)
 
 
-@click.command("create", context_settings=RUN_CONTEXT)
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@command("create", interspersed=False, help_flags=RUN_HELP)
+@argument("image")
+@argument("command", nargs=-1)
 @container_options
 @pass_settings
 def create_cmd(settings: Settings, /, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     config = _runtime(settings).create(_run_options(image, command, **kw))
-    click.echo(config.id)
+    echo(config.id)
 
 
-@click.command("start")
-@click.argument("containers", nargs=-1, required=True)
-@click.option("-a", "--attach", is_flag=True, help="Run in the foreground with the terminal attached.")
+@command("start")
+@argument("containers", nargs=-1, required=True)
+@option("-a", "--attach", is_flag=True, help="Run in the foreground with the terminal attached.")
 @pass_settings
 def start_cmd(settings: Settings, containers: tuple[str, ...], attach: bool) -> None:
     """Start created or stopped containers."""
@@ -141,7 +145,7 @@ def start_cmd(settings: Settings, containers: tuple[str, ...], attach: bool) -> 
         if attach:
             sys.exit(rt.run_foreground(config).exit_code)
         rt.start_detached(config)
-        click.echo(name)
+        echo(name)
 
 
 def _status_text(state: Any) -> str:
@@ -162,10 +166,10 @@ def _since(when: str) -> float:
     return max((_dt.datetime.now(_dt.UTC) - parsed).total_seconds(), 0.0)
 
 
-@click.command("ps")
-@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default: running only).")
-@click.option("-q", "--quiet", is_flag=True, help="Only show container IDs.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@command("ps")
+@option("-a", "--all", "all_", is_flag=True, help="Show all containers (default: running only).")
+@option("-q", "--quiet", is_flag=True, help="Only show container IDs.")
+@option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @pass_settings
 def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool) -> None:
     """List containers."""
@@ -188,7 +192,7 @@ def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool) -> None:
                      ui.ago(config.created), _status_text(state), ports, config.name))
     if quiet:
         for row in rows:
-            click.echo(row[0])
+            echo(row[0])
         return
     ui.table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"), rows)
 
@@ -200,37 +204,37 @@ def _each(settings: Settings, names: tuple[str, ...], action: Any) -> None:
     for name in names:
         try:
             action(rt, rt.containers.resolve(name))
-            click.echo(name)
+            echo(name)
         except PybuildError as exc:
-            click.echo(f"pybuild: error: {exc}", err=True)
+            echo(f"pybuild: error: {exc}", err=True)
             failed = True
     if failed:
         sys.exit(1)
 
 
-@click.command("stop")
-@click.argument("containers", nargs=-1, required=True)
-@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing it.")
-@click.option("-s", "--signal", "sig", help="Signal to send instead of the container's stop signal.")
+@command("stop")
+@argument("containers", nargs=-1, required=True)
+@option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing it.")
+@option("-s", "--signal", "sig", help="Signal to send instead of the container's stop signal.")
 @pass_settings
 def stop_cmd(settings: Settings, containers: tuple[str, ...], timeout: int | None, sig: str | None) -> None:
     """Stop running containers (stop signal, then SIGKILL after the timeout)."""
-    import dataclasses
+    from pybuild import records
 
     def stop(rt: Any, config: Any) -> None:
         if sig:
             from pybuild.runtime.lifecycle import signal_number
 
             signal_number(sig)
-            config = dataclasses.replace(config, stop_signal=sig)
+            config = records.replace(config, stop_signal=sig)
         rt.stop(config, timeout)
 
     _each(settings, containers, stop)
 
 
-@click.command("kill")
-@click.argument("containers", nargs=-1, required=True)
-@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal to send.")
+@command("kill")
+@argument("containers", nargs=-1, required=True)
+@option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal to send.")
 @pass_settings
 def kill_cmd(settings: Settings, containers: tuple[str, ...], sig: str) -> None:
     """Send a signal to running containers."""
@@ -240,41 +244,41 @@ def kill_cmd(settings: Settings, containers: tuple[str, ...], sig: str) -> None:
     _each(settings, containers, lambda rt, c: rt.kill(c, number))
 
 
-@click.command("pause")
-@click.argument("containers", nargs=-1, required=True)
+@command("pause")
+@argument("containers", nargs=-1, required=True)
 @pass_settings
 def pause_cmd(settings: Settings, containers: tuple[str, ...]) -> None:
     """Freeze all processes of containers."""
     _each(settings, containers, lambda rt, c: rt.pause(c))
 
 
-@click.command("unpause")
-@click.argument("containers", nargs=-1, required=True)
+@command("unpause")
+@argument("containers", nargs=-1, required=True)
 @pass_settings
 def unpause_cmd(settings: Settings, containers: tuple[str, ...]) -> None:
     """Thaw paused containers."""
     _each(settings, containers, lambda rt, c: rt.unpause(c))
 
 
-@click.command("rm")
-@click.argument("containers", nargs=-1, required=True)
-@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
-@click.option("-v", "--volumes", is_flag=True, help="Also remove its anonymous volumes.")
+@command("rm")
+@argument("containers", nargs=-1, required=True)
+@option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@option("-v", "--volumes", is_flag=True, help="Also remove its anonymous volumes.")
 @pass_settings
 def rm_cmd(settings: Settings, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
     """Remove containers (their layer, cgroup and record)."""
     _each(settings, containers, lambda rt, c: rt.remove(c.id, force=force, volumes=volumes))
 
 
-@click.command("exec", context_settings=RUN_CONTEXT)
-@click.argument("container")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("-i", "--interactive", is_flag=True)
-@click.option("-t", "--tty", is_flag=True)
-@click.option("-e", "--env", multiple=True)
-@click.option("-u", "--user")
-@click.option("-w", "--workdir")
-@click.option("-d", "--detach", is_flag=True, help="Not supported; accepted for compatibility.", hidden=True)
+@command("exec", interspersed=False, help_flags=RUN_HELP)
+@argument("container")
+@argument("command", nargs=-1, required=True)
+@option("-i", "--interactive", is_flag=True)
+@option("-t", "--tty", is_flag=True)
+@option("-e", "--env", multiple=True)
+@option("-u", "--user")
+@option("-w", "--workdir")
+@option("-d", "--detach", is_flag=True, help="Not supported; accepted for compatibility.", hidden=True)
 @pass_settings
 def exec_cmd(settings: Settings, container: str, command: tuple[str, ...], interactive: bool, tty: bool,
              env: tuple[str, ...], user: str | None, workdir: str | None, detach: bool) -> None:
@@ -287,10 +291,10 @@ def exec_cmd(settings: Settings, container: str, command: tuple[str, ...], inter
                      interactive=interactive))
 
 
-@click.command("logs")
-@click.argument("container")
-@click.option("-f", "--follow", is_flag=True, help="Follow the output until the container exits.")
-@click.option("-n", "--tail", type=int, help="Only the last N lines.")
+@command("logs")
+@argument("container")
+@option("-f", "--follow", is_flag=True, help="Follow the output until the container exits.")
+@option("-n", "--tail", type=int, help="Only the last N lines.")
 @pass_settings
 def logs_cmd(settings: Settings, container: str, follow: bool, tail: int | None) -> None:
     """Show the output of a detached container."""
@@ -298,9 +302,9 @@ def logs_cmd(settings: Settings, container: str, follow: bool, tail: int | None)
     rt.logs(rt.containers.resolve(container), follow, sys.stdout.buffer, sys.stderr.buffer, tail)
 
 
-@click.command("stats")
-@click.argument("containers", nargs=-1)
-@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@command("stats")
+@argument("containers", nargs=-1)
+@option("--no-stream", is_flag=True, help="Print one sample and exit.")
 @pass_settings
 def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) -> None:
     """Live resource usage: CPU %, memory, network, PIDs (from the cgroup files)."""
@@ -317,17 +321,17 @@ def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) 
                              f"{ui.human_size(s.memory_usage)} / {ui.human_size(s.memory_limit)}",
                              f"{mem_pct:.2f}%", f"{ui.human_size(s.net_rx)} / {ui.human_size(s.net_tx)}",
                              str(s.pids)))
-        if not no_stream:
-            click.echo("\x1b[2J\x1b[H", nl=False)
+        if not no_stream and sys.stdout.isatty():  # clear the screen, on a terminal only
+            echo("\x1b[2J\x1b[H", nl=False)
         ui.table(("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"), rows)
         if no_stream:
             return
         time.sleep(0.5)
 
 
-@click.command("export")
-@click.argument("container")
-@click.option("-o", "--output", help="Write to a file instead of stdout.")
+@command("export")
+@argument("container")
+@option("-o", "--output", help="Write to a file instead of stdout.")
 @pass_settings
 def export_cmd(settings: Settings, container: str, output: str | None) -> None:
     """Export a container's filesystem as a tar archive."""
@@ -351,13 +355,13 @@ def export_cmd(settings: Settings, container: str, output: str | None) -> None:
         raise
 
 
-@click.command("commit")
-@click.argument("container")
-@click.argument("reference", required=False)
-@click.option("-m", "--message", default="")
-@click.option("-a", "--author", default="")
-@click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the config.")
-@click.option("-p/--no-pause", "pause", default=True, help="Pause the container while committing.")
+@command("commit")
+@argument("container")
+@argument("reference", required=False)
+@option("-m", "--message", default="")
+@option("-a", "--author", default="")
+@option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the config.")
+@option("-p/--no-pause", "pause", default=True, help="Pause the container while committing.")
 @pass_settings
 def commit_cmd(settings: Settings, container: str, reference: str | None, message: str, author: str,
                changes: tuple[str, ...], pause: bool) -> None:
@@ -373,7 +377,7 @@ def commit_cmd(settings: Settings, container: str, reference: str | None, messag
     rt = _runtime(settings)
     image = rt.commit(rt.containers.resolve(container), ref, message=message, author=author,
                       changes=config_changes, pause=pause)
-    click.echo(image.id)
+    echo(image.id)
 
 
 def _port_bindings(config: Any) -> dict[str, list[dict[str, str]]]:
@@ -446,13 +450,13 @@ def network_settings_doc(rt: Any, config: Any) -> dict[str, Any]:
             "IPAddress": info.ip, "IPPrefixLen": info.prefixlen, "MacAddress": info.mac, "Networks": networks}
 
 
-@click.group("volume")
+@group("volume")
 def volume_group() -> None:
     """Manage volumes."""
 
 
 @volume_group.command("ls")
-@click.option("-q", "--quiet", is_flag=True)
+@option("-q", "--quiet", is_flag=True)
 @pass_settings
 def volume_ls_cmd(settings: Settings, quiet: bool) -> None:
     """List volumes."""
@@ -460,13 +464,13 @@ def volume_ls_cmd(settings: Settings, quiet: bool) -> None:
     rows = [("local", v.name) for v in rt.volumes.walk()]
     if quiet:
         for _, name in rows:
-            click.echo(name)
+            echo(name)
         return
     ui.table(("DRIVER", "VOLUME NAME"), rows)
 
 
 @volume_group.command("create")
-@click.argument("name")
+@argument("name")
 @pass_settings
 def volume_create_cmd(settings: Settings, name: str) -> None:
     """Create a named volume."""
@@ -475,12 +479,12 @@ def volume_create_cmd(settings: Settings, name: str) -> None:
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", name):
         raise UsageError(f"invalid volume name {name!r}", "use [a-zA-Z0-9][a-zA-Z0-9_.-]+")
     _runtime(settings).volumes.ensure(name)
-    click.echo(name)
+    echo(name)
 
 
 @volume_group.command("rm")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--force", is_flag=True)
+@argument("names", nargs=-1, required=True)
+@option("-f", "--force", is_flag=True)
 @pass_settings
 def volume_rm_cmd(settings: Settings, names: tuple[str, ...], force: bool) -> None:
     """Remove volumes that no container uses."""
@@ -495,18 +499,18 @@ def volume_rm_cmd(settings: Settings, names: tuple[str, ...], force: bool) -> No
                 raise ConflictError(f"volume {name} is in use by container {used[name]}",
                                     "remove the container first")
             rt.volumes.remove(name)
-            click.echo(name)
+            echo(name)
         except PybuildError as exc:
             if force and not isinstance(exc, ConflictError):
                 continue
-            click.echo(f"pybuild: error: {exc}", err=True)
+            echo(f"pybuild: error: {exc}", err=True)
             failed = True
     if failed:
         sys.exit(1)
 
 
 @volume_group.command("inspect")
-@click.argument("names", nargs=-1, required=True)
+@argument("names", nargs=-1, required=True)
 @pass_settings
 def volume_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Show volumes as JSON."""

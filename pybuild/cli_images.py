@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import IO, Any
-
-import click
 
 from pybuild import ui
 from pybuild.cli import Settings, pass_settings
+from pybuild.cmdline import Choice, argument, command, echo, group, option
 from pybuild.errors import ConflictError, PybuildError, UsageError
 from pybuild.store import reference as _reference
 from pybuild.store.images import Image
 from pybuild.store.root import Store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
-@click.command("import")
-@click.argument("source")
-@click.argument("reference", required=False)
-@click.option("-m", "--message", default="", help="Commit message for the imported layer.")
-@click.option("-c", "--change", "changes", multiple=True,
-              help="Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
-                   "ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR) to the image config.")
-@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+
+@command("import")
+@argument("source")
+@argument("reference", required=False)
+@option("-m", "--message", default="", help="Commit message for the imported layer.")
+@option("-c", "--change", "changes", multiple=True,
+        help="Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+             "ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR) to the image config.")
+@option("--compression", type=Choice(["gzip", "zstd"]), default="gzip", show_default=True)
 @pass_settings
 def import_cmd(settings: Settings, source: str, reference: str | None, message: str,
                changes: tuple[str, ...], compression: str) -> None:
@@ -48,7 +50,7 @@ def import_cmd(settings: Settings, source: str, reference: str | None, message: 
     with contextlib.closing(stream) if source != "-" else contextlib.nullcontext():
         image = store.import_tar(stream, ref, message=message, changes=config,
                                  compression=compression, source=source)
-    click.echo(image.id)
+    echo(image.id)
 
 
 def _repo_tag(key: str) -> tuple[str, str, str]:
@@ -56,11 +58,11 @@ def _repo_tag(key: str) -> tuple[str, str, str]:
     return ref.familiar_name, ref.tag or "<none>", ref.digest or "<none>"
 
 
-@click.command("images")
-@click.argument("repository", required=False)
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
-@click.option("--digests", is_flag=True, help="Show digests.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@command("images")
+@argument("repository", required=False)
+@option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@option("--digests", is_flag=True, help="Show digests.")
+@option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @pass_settings
 def images_cmd(settings: Settings, repository: str | None, quiet: bool, digests: bool, no_trunc: bool) -> None:
     """List images."""
@@ -85,7 +87,7 @@ def images_cmd(settings: Settings, repository: str | None, quiet: bool, digests:
         for row in rows:
             if row[3] not in seen:
                 seen.add(row[3])
-                click.echo(row[3])
+                echo(row[3])
         return
     if digests:
         ui.table(("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"), rows)
@@ -94,9 +96,9 @@ def images_cmd(settings: Settings, repository: str | None, quiet: bool, digests:
                  [(r[0], r[1], r[3], r[4], r[5]) for r in rows])
 
 
-@click.command("tag")
-@click.argument("source")
-@click.argument("target")
+@command("tag")
+@argument("source")
+@argument("target")
 @pass_settings
 def tag_cmd(settings: Settings, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
@@ -108,10 +110,10 @@ def tag_cmd(settings: Settings, source: str, target: str) -> None:
     store.images.tag(ref, image.manifest_digest)
 
 
-@click.command("rmi")
-@click.argument("images", nargs=-1, required=True)
-@click.option("-f", "--force", is_flag=True, help="Remove the image even if it has several tags.")
-@click.option("--no-prune", is_flag=True, help="Do not delete unused layers.")
+@command("rmi")
+@argument("images", nargs=-1, required=True)
+@option("-f", "--force", is_flag=True, help="Remove the image even if it has several tags.")
+@option("--no-prune", is_flag=True, help="Do not delete unused layers.")
 @pass_settings
 def rmi_cmd(settings: Settings, images: tuple[str, ...], force: bool, no_prune: bool) -> None:
     """Remove one or more images."""
@@ -121,7 +123,7 @@ def rmi_cmd(settings: Settings, images: tuple[str, ...], force: bool, no_prune: 
         try:
             _remove_image(store, name, force)
         except PybuildError as exc:
-            click.echo(f"pybuild: error: {exc}", err=True)
+            echo(f"pybuild: error: {exc}", err=True)
             failed.append(name)
     if not no_prune:
         store.gc(wait=False)  # frees layers now unless a build is writing; prune finishes it later
@@ -139,19 +141,19 @@ def _remove_image(store: Store, name: str, force: bool) -> None:
             raise ConflictError(f"unable to delete {image.short_id}: image is referenced in multiple repositories",
                                 "use -f to remove it with all its tags")
         for n in store.images.drop_refs_to(image.manifest_digest):
-            click.echo(f"Untagged: {_reference.parse(n).familiar()}")
+            echo(f"Untagged: {_reference.parse(n).familiar()}")
     else:
         ref = _reference.parse(name)
         if ref.key not in store.images.refs() and ref.digest:
             for n in store.images.drop_refs_to(image.manifest_digest):
-                click.echo(f"Untagged: {_reference.parse(n).familiar()}")
+                echo(f"Untagged: {_reference.parse(n).familiar()}")
         else:
             store.images.untag(ref)
-            click.echo(f"Untagged: {ref.familiar()}")
+            echo(f"Untagged: {ref.familiar()}")
         if store.images.names_of(image.manifest_digest):
             return
     store.images.forget(image.manifest_digest)
-    click.echo(f"Deleted: {image.id}")
+    echo(f"Deleted: {image.id}")
 
 
 def _safe_parse(name: str) -> _reference.Reference | None:
@@ -193,8 +195,8 @@ def image_inspect_doc(store: Store, image: Image) -> dict[str, Any]:
     return doc
 
 
-@click.command("inspect")
-@click.argument("names", nargs=-1, required=True)
+@command("inspect")
+@argument("names", nargs=-1, required=True)
 @pass_settings
 def inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Show low-level information on images as JSON."""
@@ -213,10 +215,10 @@ def inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     ui.print_json(docs)
 
 
-@click.command("history")
-@click.argument("name")
-@click.option("--no-trunc", is_flag=True)
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@command("history")
+@argument("name")
+@option("--no-trunc", is_flag=True)
+@option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @pass_settings
 def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool) -> None:
     """Show the history of an image."""
@@ -238,7 +240,7 @@ def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool) -> N
         rows.append((ident, ui.ago(entry.created), created_by, ui.human_size(size), entry.comment or ""))
     if quiet:
         for row in rows:
-            click.echo(row[0])
+            echo(row[0])
         return
     ui.table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"), rows)
 
@@ -250,8 +252,8 @@ def _layer_size(store: Store, chain_id: str) -> int:
         return 0
 
 
-@click.command("mount")
-@click.argument("name")
+@command("mount")
+@argument("name")
 @pass_settings
 def mount_cmd(settings: Settings, name: str) -> None:
     """Mount an image's root filesystem read-only and print the path."""
@@ -260,11 +262,11 @@ def mount_cmd(settings: Settings, name: str) -> None:
     top = image.top_chain_id
     if top is None:
         raise UsageError(f"image {name} has no layers to mount")
-    click.echo(str(store.layers.mount_view(top)))
+    echo(str(store.layers.mount_view(top)))
 
 
-@click.command("umount")
-@click.argument("name")
+@command("umount")
+@argument("name")
 @pass_settings
 def umount_cmd(settings: Settings, name: str) -> None:
     """Unmount an image mounted with 'pybuild mount'."""
@@ -275,9 +277,9 @@ def umount_cmd(settings: Settings, name: str) -> None:
         raise UsageError(f"image {name} is not mounted")
 
 
-@click.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Also remove untagged images.")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt (accepted for docker compatibility).")
+@command("prune")
+@option("-a", "--all", "all_", is_flag=True, help="Also remove untagged images.")
+@option("-f", "--force", is_flag=True, help="Do not prompt (accepted for docker compatibility).")
 @pass_settings
 def prune_cmd(settings: Settings, all_: bool, force: bool) -> None:
     """Remove leftovers of interrupted operations and unused layers and blobs."""
@@ -287,19 +289,19 @@ def prune_cmd(settings: Settings, all_: bool, force: bool) -> None:
         for image in list(store.images.walk()):
             if image.manifest_digest not in tagged:
                 store.images.forget(image.manifest_digest)
-                click.echo(f"Deleted Images: {image.id}")
+                echo(f"Deleted Images: {image.id}")
     from pybuild.runtime.lifecycle import Runtime
 
     # Containers first: dead --rm containers, ownerless network endpoints, leases without a container.
     runtime_leftovers = Runtime(store).prune_containers()
     report = store.gc(wait=True)
     assert report is not None
-    click.echo(f"Deleted: {report.layers} layers, {report.blobs} blobs, "
-               f"{report.dirs + report.leftovers + runtime_leftovers} leftovers")
-    click.echo(f"Total reclaimed space: {ui.human_size(report.bytes_freed)}")
+    echo(f"Deleted: {report.layers} layers, {report.blobs} blobs, "
+         f"{report.dirs + report.leftovers + runtime_leftovers} leftovers")
+    echo(f"Total reclaimed space: {ui.human_size(report.bytes_freed)}")
 
 
-@click.group("system")
+@group("system")
 def system_group() -> None:
     """Manage the store."""
 
@@ -318,16 +320,16 @@ def system_df_cmd(settings: Settings) -> None:
 
 
 @system_group.command("check")
-@click.option("--repair", is_flag=True, help="Fix what can be fixed.")
+@option("--repair", is_flag=True, help="Fix what can be fixed.")
 @pass_settings
 def system_check_cmd(settings: Settings, repair: bool) -> None:
     """Check the store for inconsistencies (missing links, blobs, layers, leftovers)."""
     store = settings.store()
     report = store.check(repair=repair)
     for problem in report.problems:
-        click.echo(("repaired: " if problem.repaired else "problem: ") + problem.what)
+        echo(("repaired: " if problem.repaired else "problem: ") + problem.what)
     if report.ok:
-        click.echo("store is consistent" if not report.problems else "store repaired")
+        echo("store is consistent" if not report.problems else "store repaired")
         return
     raise PybuildError(f"{sum(not p.repaired for p in report.problems)} problem(s) found",
                        None if repair else "run 'pybuild system check --repair'")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
-
-import click
 
 from pybuild import ui
 from pybuild.cli import Settings, pass_settings
+from pybuild.cmdline import argument, echo, group, option
 from pybuild.errors import PybuildError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _runtime(settings: Settings) -> Any:
@@ -18,14 +20,14 @@ def _runtime(settings: Settings) -> Any:
     return Runtime(settings.store())
 
 
-@click.group("network")
+@group("network")
 def network_group() -> None:
     """Manage networks (bridges with their own subnet; containers on one resolve each other by name)."""
 
 
 @network_group.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only show network IDs.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate the IDs.")
+@option("-q", "--quiet", is_flag=True, help="Only show network IDs.")
+@option("--no-trunc", is_flag=True, help="Don't truncate the IDs.")
 @pass_settings
 def network_ls_cmd(settings: Settings, quiet: bool, no_trunc: bool) -> None:
     """List networks."""
@@ -35,16 +37,16 @@ def network_ls_cmd(settings: Settings, quiet: bool, no_trunc: bool) -> None:
     if quiet:
         for row in rows:
             if row[0]:
-                click.echo(row[0])
+                echo(row[0])
         return
     ui.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows)
 
 
 @network_group.command("create")
-@click.argument("name")
-@click.option("-d", "--driver", default="bridge", show_default=True, help="Only bridge is supported.")
-@click.option("--subnet", help="IPv4 subnet in CIDR form (default: a free /24 of 172.30.0.0/16).")
-@click.option("--gateway", help="The bridge's address (default: the subnet's first host address).")
+@argument("name")
+@option("-d", "--driver", default="bridge", show_default=True, help="Only bridge is supported.")
+@option("--subnet", help="IPv4 subnet in CIDR form (default: a free /24 of 172.30.0.0/16).")
+@option("--gateway", help="The bridge's address (default: the subnet's first host address).")
 @pass_settings
 def network_create_cmd(settings: Settings, name: str, driver: str, subnet: str | None, gateway: str | None) -> None:
     """Create a bridge network; prints its ID."""
@@ -52,11 +54,11 @@ def network_create_cmd(settings: Settings, name: str, driver: str, subnet: str |
 
     if driver != "bridge":
         raise UsageError(f"unsupported network driver {driver!r}", "only bridge networks are supported")
-    click.echo(_runtime(settings).networks.create_network(name, subnet, gateway).id)
+    echo(_runtime(settings).networks.create_network(name, subnet, gateway).id)
 
 
 @network_group.command("rm")
-@click.argument("names", nargs=-1, required=True)
+@argument("names", nargs=-1, required=True)
 @pass_settings
 def network_rm_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Remove networks that no container uses."""
@@ -67,16 +69,16 @@ def network_rm_cmd(settings: Settings, names: tuple[str, ...]) -> None:
             net = rt.networks.get_network(name)
             users = [c.name for c in rt.containers.walk() if c.network == net.name]
             rt.networks.remove_network(net.name, users)
-            click.echo(name)
+            echo(name)
         except PybuildError as exc:
-            click.echo(f"pybuild: error: {exc}", err=True)
+            echo(f"pybuild: error: {exc}", err=True)
             failed = True
     if failed:
         sys.exit(1)
 
 
 @network_group.command("inspect")
-@click.argument("names", nargs=-1, required=True)
+@argument("names", nargs=-1, required=True)
 @pass_settings
 def network_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Show networks as JSON (Docker's shape), with their running containers."""

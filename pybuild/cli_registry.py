@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
-
-import click
 
 from pybuild.cli import Settings, pass_settings
+from pybuild.cmdline import Choice, argument, command, echo, option, prompt
 from pybuild.errors import PybuildError, UsageError
 from pybuild.store import reference as _reference
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybuild.store.images import Image
     from pybuild.store.root import Store
@@ -25,11 +24,11 @@ def _options(insecure_domain: str | None):  # type: ignore[no-untyped-def]
     return RegistryOptions.from_env([insecure_domain] if insecure_domain else [])
 
 
-@click.command("pull")
-@click.argument("name")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull from a multi-platform image.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image's full reference.")
-@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
+@command("pull")
+@argument("name")
+@option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull from a multi-platform image.")
+@option("-q", "--quiet", is_flag=True, help="Print only the image's full reference.")
+@option("--insecure", is_flag=True, help=_INSECURE_HELP)
 @pass_settings
 def pull_cmd(settings: Settings, name: str, platform: str | None, quiet: bool, insecure: bool) -> None:
     """Download an image from a registry (NAME[:TAG] or NAME@DIGEST)."""
@@ -45,15 +44,15 @@ def pull_cmd(settings: Settings, name: str, platform: str | None, quiet: bool, i
         result = pull(store, ref, plat, progress, options=_options(ref.domain if insecure else None))
     finally:
         progress.close()
-    click.echo(str(result.ref))
+    echo(str(result.ref))
 
 
-@click.command("push")
-@click.argument("name")
-@click.option("--compression", type=click.Choice(["gzip", "zstd"]),
-              help="Recompress layers stored otherwise before pushing them.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the full reference pushed.")
-@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
+@command("push")
+@argument("name")
+@option("--compression", type=Choice(["gzip", "zstd"]),
+        help="Recompress layers stored otherwise before pushing them.")
+@option("-q", "--quiet", is_flag=True, help="Print only the full reference pushed.")
+@option("--insecure", is_flag=True, help=_INSECURE_HELP)
 @pass_settings
 def push_cmd(settings: Settings, name: str, compression: str | None, quiet: bool, insecure: bool) -> None:
     """Upload an image (NAME[:TAG], as tagged in the store) to its registry."""
@@ -71,15 +70,15 @@ def push_cmd(settings: Settings, name: str, compression: str | None, quiet: bool
     finally:
         progress.close()
     if quiet:
-        click.echo(str(ref))
+        echo(str(ref))
 
 
-@click.command("login")
-@click.argument("server", required=False)
-@click.option("-u", "--username", help="Username.")
-@click.option("-p", "--password", help="Password (prefer --password-stdin).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
+@command("login")
+@argument("server", required=False)
+@option("-u", "--username", help="Username.")
+@option("-p", "--password", help="Password (prefer --password-stdin).")
+@option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@option("--insecure", is_flag=True, help=_INSECURE_HELP)
 def login_cmd(server: str | None, username: str | None, password: str | None, password_stdin: bool,
               insecure: bool) -> None:
     """Log in to a registry (default Docker Hub); credentials go to Docker's config.json."""
@@ -95,15 +94,15 @@ def login_cmd(server: str | None, username: str | None, password: str | None, pa
             raise UsageError("must provide --username with --password-stdin")
         password = sys.stdin.read().rstrip("\r\n")
     elif password is not None:
-        click.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
+        echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
     if not username:
         if not sys.stdin.isatty():
             raise UsageError("no username given", "use -u USER")
-        username = click.prompt("Username", err=True)
+        username = prompt("Username")
     if password is None:
         if not sys.stdin.isatty():
             raise UsageError("no password given", "use --password-stdin")
-        password = click.prompt("Password", hide_input=True, err=True)
+        password = prompt("Password", hide_input=True)
     if not username or not password:
         raise UsageError("username and password must not be empty")
     creds = Credentials(username, password)
@@ -117,12 +116,12 @@ def login_cmd(server: str | None, username: str | None, password: str | None, pa
         raise prefixed(exc, f"login to {domain}") from None
     where = store_credentials(domain, creds)
     if not where.startswith("credential helper"):
-        click.echo(f"WARNING! Your password will be stored unencrypted in {where}.", err=True)
-    click.echo("Login Succeeded")
+        echo(f"WARNING! Your password will be stored unencrypted in {where}.", err=True)
+    echo("Login Succeeded")
 
 
-@click.command("logout")
-@click.argument("server", required=False)
+@command("logout")
+@argument("server", required=False)
 def logout_cmd(server: str | None) -> None:
     """Remove a registry's credentials from Docker's config.json (or its credential helper)."""
     from pybuild.registry.auth import erase_credentials, parse_login_server, server_key
@@ -130,9 +129,9 @@ def logout_cmd(server: str | None) -> None:
     domain = parse_login_server(server)
     shown = server_key(domain)
     if erase_credentials(domain):
-        click.echo(f"Removing login credentials for {shown}")
+        echo(f"Removing login credentials for {shown}")
     else:
-        click.echo(f"Not logged in to {shown}")
+        echo(f"Not logged in to {shown}")
 
 
 def push_built(store: Store, image: Image, ref: _reference.Reference, quiet: bool) -> None:
@@ -145,4 +144,4 @@ def push_built(store: Store, image: Image, ref: _reference.Reference, quiet: boo
         result = push(store, image, ref, progress=progress, options=_options(None))
     finally:
         progress.close()
-    click.echo(f"pushed {ref.familiar()}@{result.digest}")
+    echo(f"pushed {ref.familiar()}@{result.digest}")

@@ -6,9 +6,12 @@ import datetime as _dt
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import click
+from pybuild.cmdline import echo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
@@ -85,7 +88,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
             widths[i] = max(widths[i], len(cell))
     for row in (headers, *rows):
         line = "".join(cell.ljust(widths[i] + 3) for i, cell in enumerate(row[:-1])) + row[-1]
-        click.echo(line.rstrip())
+        echo(line.rstrip())
 
 
 def print_json(obj: Any) -> None:

@@ -62,7 +62,7 @@ def test_errors_are_one_line_and_exit_1(cli, busybox) -> None:
         (("import", "/nonexistent.tar", "x"), "pybuild: error: cannot open /nonexistent.tar"),
         (("frobnicate",), "pybuild: error: unknown command 'frobnicate'"),
         (("imagse",), "did you mean 'images'?"),
-        (("history",), "pybuild: error: Missing argument"),
+        (("history",), "pybuild: error: \"pybuild history\" requires exactly 1 argument"),
     ]
     for args, expected in cases:
         out = cli(*args, check=False)
