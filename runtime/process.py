@@ -11,16 +11,18 @@ Process structure::
   status (code or signal) without becoming anybody's subreaper: setting
   PR_SET_CHILD_SUBREAPER on the caller would make it adopt every orphan of
   every child it ever starts, a process-wide side effect for a library call.
-* The **init** blocks on the sync socket until the caller has put it in its
-  cgroup and says ``go``; then it joins the prepared network namespace if
-  the spec names one (``netns``: a bridge endpoint's, or another
-  container's), unshares the other namespaces (cgroup last
-  of all, after it joined its cgroup, so the container sees that cgroup as
-  its root), sets up the root filesystem (``rootfs``), the hostname and
-  ``lo``, resolves the user from the container's own files, drops to the
-  container's credentials and capabilities, closes every descriptor but
-  0-2 and execs the user's program directly: /proc/1/exe is the container's
-  binary, never Python.
+* The **init** joins the prepared network namespace if the spec names one
+  (``netns``: a bridge endpoint's, or another container's), unshares the
+  other namespaces, sets up the root filesystem (``rootfs``), the hostname
+  and ``lo`` while the caller puts it in its cgroup (on cgroup v1 the first
+  write to ``cgroup.procs`` waits for an RCU grace period, ~10 ms: as long as
+  the whole setup), then blocks until the caller says ``go``, unshares the
+  cgroup namespace (after it joined its cgroup, so the container sees that
+  cgroup as its root), resolves the user from the container's own files,
+  drops to the container's credentials and capabilities, closes every
+  descriptor but 0-2 and execs the user's program directly: /proc/1/exe is
+  the container's binary, never Python. Nothing of the user's runs before
+  it is in its cgroup.
 
 Sync: one ``SOCK_SEQPACKET`` socketpair carries JSON messages: shim->caller
 ``pid`` (with the pidfd attached), caller->init ``go``, init->caller ``pty``
@@ -51,22 +53,24 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import IO, Any, NoReturn, Protocol
 
-from pybuild.errors import ContainerError
+from pybuild.errors import ContainerError, PybuildError
+from pybuild.records import record
 
 from . import linux, rootfs, users
 from .spec import DEFAULT_CAPS, DEFAULT_PATH, ContainerSpec, ProcessSpec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any, NoReturn, Protocol, TypeAlias
+
+    Stdio: TypeAlias = "int | IO[Any] | None"
+
+    class Cgroup(Protocol):
+        def add(self, pid: int) -> None: ...
+
 SETUP_TIMEOUT = 60.0  # from fork to execve, mounts included
 _MSG_MAX = 65536
-
-Stdio = int | IO[Any] | None
-
-
-class Cgroup(Protocol):
-    def add(self, pid: int) -> None: ...
 
 
 class ContainerStartError(ContainerError):
@@ -84,7 +88,7 @@ class ExecError(ContainerStartError):
     """The program could not be executed: 127 when not found, 126 when not executable."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExitStatus:
     code: int
     signal: int | None = None
@@ -289,9 +293,14 @@ def _launch(prepare: Callable[[], None], init_main: Callable[[socket.socket], No
         if msg.get("type") != "pid" or len(received) != 1:
             raise ContainerStartError(f"unexpected message from the container's shim: {msg}")
         proc = ContainerProcess(int(msg["pid"]), shim, received[0], status_r)
-        if cgroup is not None:
-            cgroup.add(proc.pid)
-        ours.send(json.dumps({"type": "go"}).encode())
+        try:
+            if cgroup is not None:
+                cgroup.add(proc.pid)
+            ours.send(json.dumps({"type": "go"}).encode())
+        except (PybuildError, OSError):
+            # The init may have failed its setup meanwhile: its report says why.
+            _raise_reported(ours, received[0])
+            raise
         while True:
             msg, received = _recv(ours, deadline)
             if msg is None:
@@ -319,6 +328,22 @@ def _launch(prepare: Callable[[], None], init_main: Callable[[socket.socket], No
     finally:
         ours.close()
     return proc
+
+
+def _raise_reported(sock: socket.socket, pidfd: int) -> None:
+    """Raise the error the container reported, if it ended with a report on ``sock``."""
+    if not _readable(sock.fileno(), 0) and not _readable(pidfd, 0):
+        return  # still setting up: nothing to report
+    if not _readable(sock.fileno(), 0.1):
+        return
+    try:
+        msg, received = _recv(sock, time.monotonic() + 0.1)
+    except (OSError, ContainerStartError):
+        return
+    for fd in received:
+        os.close(fd)
+    if msg is not None and msg.get("type") == "error":
+        raise _error_from(msg)
 
 
 def _readable(fd: int, timeout: float | None) -> bool:
@@ -490,24 +515,29 @@ def _wait_for_go(sync: socket.socket, timeout: float) -> None:
 
 def _container_init(spec: ContainerSpec, sync: socket.socket, timeout: float) -> NoReturn:
     linux.set_pdeathsig(signal.SIGKILL)
-    _wait_for_go(sync, timeout)
+    cgroup_namespace = linux.namespace_supported("cgroup")  # asked of the host's /proc
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
     if spec.netns is not None:
         _join_netns(spec.netns)
     elif spec.network == "none":
         flags |= linux.CLONE_NEWNET
-    if linux.namespace_supported("cgroup"):
-        flags |= linux.CLONE_NEWCGROUP
-    try:
-        linux.unshare(flags)
-    except OSError as exc:
-        raise ContainerStartError(f"cannot create the container's namespaces: {exc.strerror}") from None
+    _unshare(flags)
     rootfs.setup(spec)
     socket.sethostname(spec.hostname)
     if spec.network == "none" and spec.netns is None:
         linux.link_up("lo")
+    _wait_for_go(sync, timeout)  # in the container's cgroup from here on
+    if cgroup_namespace:
+        _unshare(linux.CLONE_NEWCGROUP)
     _finalize_and_exec(sync, spec.process, spec.capability_mask, spec.no_new_privs,
                        use_init=spec.init is not None, console=True)
+
+
+def _unshare(flags: int) -> None:
+    try:
+        linux.unshare(flags)
+    except OSError as exc:
+        raise ContainerStartError(f"cannot create the container's namespaces: {exc.strerror}") from None
 
 
 def _join_netns(path: str) -> None:

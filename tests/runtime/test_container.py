@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pybuild import records
 from pybuild.errors import ContainerError
 from pybuild.runtime import linux, rootfs, users
 from pybuild.runtime.process import (
@@ -349,7 +350,8 @@ def test_root_capabilities_are_dockers(box: Box) -> None:
     assert status["CapAmb"] == "0000000000000000"
     assert status["CapInh"] == "0000000000000000"
     assert status["NoNewPrivs"] == "1"
-    assert linux.caps_mask(ContainerSpec.__dataclass_fields__["capabilities"].default) == int(DOCKER_CAPS, 16)
+    default_caps = next(f.default for f in records.fields(ContainerSpec) if f.name == "capabilities")
+    assert linux.caps_mask(default_caps) == int(DOCKER_CAPS, 16)
 
 
 def test_nobody_has_no_effective_capabilities(box: Box) -> None:
@@ -510,6 +512,22 @@ def test_failing_cgroup_leaves_nothing_behind(box: Box) -> None:
     with pytest.raises(OSError, match="No space left"):
         box.start("sleep", "30", cgroup=Broken())
     # the fixture's teardown asserts no process is left
+
+
+def test_setup_error_wins_over_a_cgroup_that_lost_its_process(box: Box, tmp_path: Path) -> None:
+    """The init sets up its rootfs while the caller joins it to its cgroup: when the setup fails
+    first, the caller's write to cgroup.procs finds no process, and the setup's error is reported."""
+
+    class Slow:
+        def add(self, pid: int) -> None:
+            time.sleep(0.5)  # the init fails its mount meanwhile and exits
+            raise ContainerError(f"cannot add process {pid} to cgroup: No such process")
+
+    missing = tmp_path / "not-there"
+    with pytest.raises(ContainerError) as info:
+        box.start("true", cgroup=Slow(), mounts=(Mount.bind(str(missing), "/data"),))
+    assert "cgroup" not in str(info.value)
+    assert "not-there" in str(info.value) or "No such file" in str(info.value)
 
 
 def test_container_dies_with_its_launcher(box: Box) -> None:
