@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import sys
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pybuild.cmdline import echo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import datetime as _dt
     from typing import Any
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
@@ -26,6 +26,8 @@ def human_size(size: float) -> str:
 
 
 def parse_time(text: str | None) -> _dt.datetime | None:
+    import datetime as _dt
+
     if not text:
         return None
     text = text.strip()
@@ -71,6 +73,8 @@ def human_duration(seconds: float) -> str:
 
 
 def ago(text: str | None) -> str:
+    import datetime as _dt
+
     when = parse_time(text)
     if when is None:
         return "N/A"

@@ -164,6 +164,8 @@ class Runtime:
     # ---- creating ------------------------------------------------------------
 
     def create(self, opts: RunOptions) -> ContainerConfig:
+        # `run` attaches the container to its cgroup ~15 ms from here: start the kernel's wait for that now.
+        cgroups.prime_attach()
         image = self.store.images.resolve(opts.image)
         if image.top_chain_id is None:
             raise ContainerError(f"image {opts.image} has no layers")

@@ -49,9 +49,8 @@ def oom_message(limit: int | None) -> str:
 @contextlib.contextmanager
 def forward_signals(proc: ContainerProcess) -> Iterator[None]:
     """While the container runs, signals to this process go to it (docker run's sig-proxy)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
+    threading = sys.modules.get("threading")  # without it loaded, no other Python thread exists
+    if threading is not None and threading.current_thread() is not threading.main_thread():
         yield
         return
     previous: dict[int, Any] = {}

@@ -469,3 +469,22 @@ def test_v2_limit_needs_controller(env: Env) -> None:
 
 def test_zz_no_test_cgroups_left() -> None:
     assert cgroups.all_pybuild_cgroups("pybuild-test-") == []
+
+
+def test_prime_attach_moves_nothing() -> None:
+    """The no-op write to our own cgroup.procs leaves the process where it was (checked in a child,
+    so that pytest's own process is untouched); its effect on latency is measured by bench/bench_start.py."""
+    script = (
+        "import os, time\n"
+        "from pybuild.runtime import cgroups\n"
+        "before = open('/proc/self/cgroup').read()\n"
+        "target = cgroups._own_procs_file()\n"
+        "assert target is not None and target.exists(), target\n"
+        "cgroups.prime_attach()\n"
+        "time.sleep(0.2)\n"
+        "assert open('/proc/self/cgroup').read() == before\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
