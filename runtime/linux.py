@@ -12,11 +12,12 @@ import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
 from collections.abc import Iterable
 
 from pybuild.store.mount import libc
+
+from . import unixsock
 
 _libc = libc
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -251,20 +252,26 @@ def _ifreq(name: str, flags: int = 0) -> bytes:
 
 
 def link_flags(name: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = unixsock.datagram()
+    try:
         out = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, _ifreq(name))
+    finally:
+        s.close()
     return int(struct.unpack_from("h", out, IFNAMSIZ)[0]) & 0xFFFF
 
 
 def link_up(name: str = "lo") -> None:
     """Set IFF_UP on an interface of the current network namespace (``ip link set lo up``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = unixsock.datagram()
+    try:
         out = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, _ifreq(name))
         flags = int(struct.unpack_from("h", out, IFNAMSIZ)[0]) & 0xFFFF
         if not flags & IFF_UP:
             # struct.pack wants a signed short; flags above 0x7fff wrap like the C field.
             new = (flags | IFF_UP) & 0xFFFF
             fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, _ifreq(name, new - 0x10000 if new > 0x7FFF else new))
+    finally:
+        s.close()
 
 
 # ---- terminals --------------------------------------------------------------

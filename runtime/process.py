@@ -47,7 +47,6 @@ import json
 import os
 import select
 import signal
-import socket
 import stat
 import sys
 import time
@@ -57,7 +56,7 @@ from collections.abc import Callable
 from pybuild.errors import ContainerError, PybuildError
 from pybuild.records import record
 
-from . import linux, rootfs, users
+from . import linux, rootfs, unixsock, users
 from .spec import DEFAULT_CAPS, DEFAULT_PATH, ContainerSpec, ProcessSpec
 
 TYPE_CHECKING = False
@@ -210,7 +209,7 @@ def spawn(spec: ContainerSpec, *, cgroup: Cgroup | None = None, stdin: Stdio = N
     def prepare() -> None:
         linux.unshare(linux.CLONE_NEWPID)
 
-    def init_main(sync: socket.socket) -> NoReturn:
+    def init_main(sync: unixsock.Socket) -> NoReturn:
         _container_init(spec, sync, timeout)
 
     return _launch(prepare, init_main, spec.process, cgroup, (stdin, stdout, stderr), timeout,
@@ -252,7 +251,7 @@ def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEF
             for fd, _ in opened:
                 os.close(fd)
 
-    def init_main(sync: socket.socket) -> NoReturn:
+    def init_main(sync: unixsock.Socket) -> NoReturn:
         linux.set_pdeathsig(signal.SIGKILL)
         _wait_for_go(sync, timeout)
         _finalize_and_exec(sync, process, mask, no_new_privs, use_init=False, console=False)
@@ -268,13 +267,13 @@ def _fileno(value: Stdio) -> int | None:
     return value.fileno()
 
 
-def _launch(prepare: Callable[[], None], init_main: Callable[[socket.socket], NoReturn],
+def _launch(prepare: Callable[[], None], init_main: Callable[[unixsock.Socket], NoReturn],
             process: ProcessSpec, cgroup: Cgroup | None, stdio: tuple[Stdio, Stdio, Stdio],
             timeout: float, die_with_parent: bool) -> ContainerProcess:
     fds = tuple(_fileno(s) for s in stdio)
     linux.cap_last_cap()  # read on the host, before any child is in the container
     deadline = time.monotonic() + timeout
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours, theirs = unixsock.seqpacket_pair()
     status_r, status_w = os.pipe()
     parent = os.getpid()
     shim = os.fork()
@@ -330,7 +329,7 @@ def _launch(prepare: Callable[[], None], init_main: Callable[[socket.socket], No
     return proc
 
 
-def _raise_reported(sock: socket.socket, pidfd: int) -> None:
+def _raise_reported(sock: unixsock.Socket, pidfd: int) -> None:
     """Raise the error the container reported, if it ended with a report on ``sock``."""
     if not _readable(sock.fileno(), 0) and not _readable(pidfd, 0):
         return  # still setting up: nothing to report
@@ -359,11 +358,11 @@ def _readable(fd: int, timeout: float | None) -> bool:
             return False
 
 
-def _recv(sock: socket.socket, deadline: float) -> tuple[dict[str, Any] | None, list[int]]:
+def _recv(sock: unixsock.Socket, deadline: float) -> tuple[dict[str, Any] | None, list[int]]:
     """One message (None at EOF) and the descriptors that came with it."""
     if not _readable(sock.fileno(), max(0.0, deadline - time.monotonic())):
         raise ContainerStartError("timed out waiting for the container to start")
-    data, fds, _, _ = socket.recv_fds(sock, _MSG_MAX, 4, socket.MSG_CMSG_CLOEXEC)
+    data, fds = unixsock.recv_fds(sock, _MSG_MAX, 4, unixsock.MSG_CMSG_CLOEXEC)
     if not data:
         for fd in fds:
             os.close(fd)
@@ -391,7 +390,7 @@ def _error_from(msg: dict[str, Any]) -> ContainerError:
 
 # ---- the children ---------------------------------------------------------------
 
-def _child(body: Callable[[], object], sync: socket.socket) -> NoReturn:
+def _child(body: Callable[[], object], sync: unixsock.Socket) -> NoReturn:
     """Run ``body`` in a forked child: any failure is reported on ``sync``; never returns."""
     code = 1
     try:
@@ -403,7 +402,7 @@ def _child(body: Callable[[], object], sync: socket.socket) -> NoReturn:
         os._exit(code)
 
 
-def _report(sync: socket.socket, exc: BaseException) -> None:
+def _report(sync: unixsock.Socket, exc: BaseException) -> None:
     if isinstance(exc, ExecError):
         kind = "exec"
     elif isinstance(exc, users.UserNotFound):
@@ -440,9 +439,9 @@ def _lockdown() -> None:
         signal.set_wakeup_fd(-1)
 
 
-def _shim_main(parent: int, ours: socket.socket, sync: socket.socket, status_w: int,
+def _shim_main(parent: int, ours: unixsock.Socket, sync: unixsock.Socket, status_w: int,
                fds: tuple[int | None, ...], process: ProcessSpec, prepare: Callable[[], None],
-               init_main: Callable[[socket.socket], NoReturn], timeout: float,
+               init_main: Callable[[unixsock.Socket], NoReturn], timeout: float,
                die_with_parent: bool) -> None:
     ours.close()
     _lockdown()
@@ -469,7 +468,7 @@ def _shim_main(parent: int, ours: socket.socket, sync: socket.socket, status_w: 
         os.close(devnull)
         _child(lambda: init_main(sync), sync)
     pidfd = os.pidfd_open(init)
-    socket.send_fds(sync, [json.dumps({"type": "pid", "pid": init}).encode()], [pidfd])
+    unixsock.send_fds(sync, json.dumps({"type": "pid", "pid": init}).encode(), [pidfd])
     os.close(pidfd)
     sync.close()
     # Hold no copy of the container's stdio: readers must see EOF when it is done.
@@ -503,7 +502,7 @@ def _close_all_but(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _wait_for_go(sync: socket.socket, timeout: float) -> None:
+def _wait_for_go(sync: unixsock.Socket, timeout: float) -> None:
     if not _readable(sync.fileno(), timeout):
         raise ContainerStartError("timed out waiting for the runtime's go-ahead")
     data = sync.recv(_MSG_MAX)
@@ -513,7 +512,7 @@ def _wait_for_go(sync: socket.socket, timeout: float) -> None:
         raise ContainerStartError("unexpected message from the runtime")
 
 
-def _container_init(spec: ContainerSpec, sync: socket.socket, timeout: float) -> NoReturn:
+def _container_init(spec: ContainerSpec, sync: unixsock.Socket, timeout: float) -> NoReturn:
     linux.set_pdeathsig(signal.SIGKILL)
     cgroup_namespace = linux.namespace_supported("cgroup")  # asked of the host's /proc
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
@@ -523,7 +522,7 @@ def _container_init(spec: ContainerSpec, sync: socket.socket, timeout: float) ->
         flags |= linux.CLONE_NEWNET
     _unshare(flags)
     rootfs.setup(spec)
-    socket.sethostname(spec.hostname)
+    unixsock.sethostname(spec.hostname)
     if spec.network == "none" and spec.netns is None:
         linux.link_up("lo")
     _wait_for_go(sync, timeout)  # in the container's cgroup from here on
@@ -578,12 +577,12 @@ def _open_console(bind_console: bool) -> int:
     return master
 
 
-def _finalize_and_exec(sync: socket.socket, process: ProcessSpec, cap_mask: int, no_new_privs: bool,
+def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: int, no_new_privs: bool,
                        *, use_init: bool, console: bool) -> NoReturn:
     os.umask(0o022)
     if process.tty:
         master = _open_console(bind_console=console)
-        socket.send_fds(sync, [json.dumps({"type": "pty"}).encode()], [master])
+        unixsock.send_fds(sync, json.dumps({"type": "pty"}).encode(), [master])
         os.close(master)
     user = users.lookup(process.user)
     env = users.home_env(process.env, user.home)
