@@ -13,9 +13,10 @@ model before it does anything, and on the machines pybuild runs on,
 ``ast``, ``dis`` and ``tokenize``) and each ``@dataclass`` execs generated
 source for four or five methods, ~0.5-1 ms a class. For ``pybuild run`` that
 was more than bare ``runc run`` needs to start a container. Here a class
-costs a few microseconds when it is defined: ``__init__`` is generated (one
-``exec``) the first time the class is instantiated, and ``__repr__``,
-``__eq__`` and ``__hash__`` are shared generic functions.
+costs a few microseconds when it is defined: ``__init__`` binds its
+arguments generically for the first 64 instances and is then generated (one
+``exec``) for the classes made in bulk, and ``__repr__``, ``__eq__`` and
+``__hash__`` are shared generic functions.
 """
 
 from __future__ import annotations
@@ -166,10 +167,44 @@ def _init_source(cls: type, record_fields: dict[str, Field], frozen: bool) -> tu
     return source, namespace
 
 
+COMPILE_AFTER = 64  # instantiations of a class bound generically before its __init__ is compiled
+
+
+def _bind(record_fields: dict[str, Field], qualname: str, args: tuple[Any, ...],
+          kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The values ``__init__(*args, **kwargs)`` gives each field, checked as a compiled ``__init__`` would."""
+    positional = [f for f in record_fields.values() if f.init and not f.kw_only]
+    if len(args) > len(positional):
+        raise TypeError(f"{qualname}.__init__() takes {len(positional) + 1} positional arguments "
+                        f"but {len(args) + 1} were given")
+    given = dict(zip((f.name for f in positional), args, strict=False))
+    for name, value in kwargs.items():
+        f = record_fields.get(name)
+        if f is None or not f.init:
+            raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {name!r}")
+        if name in given:
+            raise TypeError(f"{qualname}.__init__() got multiple values for argument {name!r}")
+        given[name] = value
+    values = []
+    for f in record_fields.values():
+        if f.init and f.name in given:
+            values.append((f.name, given[f.name]))
+        elif f.default_factory is not MISSING:
+            values.append((f.name, f.default_factory()))
+        elif f.default is not MISSING:
+            values.append((f.name, f.default))
+        elif f.init:
+            raise TypeError(f"{qualname}.__init__() missing required argument: {f.name!r}")
+    return values
+
+
 def _lazy_init(cls: type, record_fields: dict[str, Field], frozen: bool) -> Callable[..., None]:
-    """An ``__init__`` that compiles the real one for ``cls`` on first use, installs it and calls it."""
+    """An ``__init__`` that binds its arguments generically for the first :data:`COMPILE_AFTER` instances
+    (a command that makes a few records pays no ``exec``), then compiles the real one and installs it."""
+    calls = 0
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal calls
         owner = type(self)
         target = cls
         # `cls` may have been replaced by its slotted copy: find the class that owns this stub.
@@ -177,6 +212,13 @@ def _lazy_init(cls: type, record_fields: dict[str, Field], frozen: bool) -> Call
             if klass.__dict__.get("__init__") is __init__:
                 target = klass
                 break
+        calls += 1
+        if calls <= COMPILE_AFTER:
+            for name, value in _bind(record_fields, target.__qualname__, args, kwargs):
+                object.__setattr__(self, name, value)
+            if hasattr(self, "__post_init__"):
+                self.__post_init__()
+            return
         source, namespace = _init_source(target, record_fields, frozen)
         exec(source, namespace)  # noqa: S102 - generated from field names only
         real = namespace["__init__"]

@@ -320,7 +320,7 @@ class LayerStore:
             os.rename(staging, entry)  # recorded before the dirs exist: cleanup can always find them
             below = parent_layer.cache_id if parent_layer else None
             if init_id:
-                self._make_dir(init_id, below)
+                self._make_dir(init_id, below, with_work=False)  # only ever a lower: no work/ or merged/
                 below = init_id
             self._make_dir(mount_id, below)
         except BaseException:
