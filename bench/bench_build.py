@@ -179,9 +179,27 @@ def mounts_under(path: Path) -> list[str]:
     return found
 
 
+def remove_networking(path: Path) -> None:
+    """The bridges (and nft tables) that the stores under ``path`` made on the host: they outlive a store dir."""
+    out = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout
+    roots = set()
+    for link in json.loads(out or "[]"):
+        alias = link.get("ifalias", "")
+        if alias.startswith(f"pybuild:{path}/"):
+            roots.add(alias.partition(":")[2])
+            subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
+    try:
+        from pybuild.runtime.network.nft import table_name
+    except ImportError:
+        return
+    for root in roots:
+        subprocess.run(["nft", "delete", "table", "ip", table_name(Path(root))], capture_output=True)
+
+
 def remove_tree(path: Path) -> None:
     for mnt in sorted(mounts_under(path), key=len, reverse=True):
         subprocess.run(["umount", "-l", mnt], capture_output=True)
+    remove_networking(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.builder.conftest import build_cgroups
-from tests.conftest import Cli
+from tests.conftest import Cli, network_leftovers
 
 
 def write_context(path: Path, files: dict[str, str | bytes]) -> Path:
@@ -363,9 +363,12 @@ def test_source_date_epoch_gives_the_same_digest_in_two_fresh_stores(workdir: Pa
     digests = []
     for name in ("a", "b"):
         cli = Cli(workdir / f"root-{name}")
-        cli("import", str(busybox_tar), "busybox:latest", env=env)
-        cli("build", "-t", "repro:v1", str(ctx), env=env)
-        info = inspect(cli, "repro:v1")
+        try:
+            cli("import", str(busybox_tar), "busybox:latest", env=env)
+            cli("build", "-t", "repro:v1", str(ctx), env=env)
+            info = inspect(cli, "repro:v1")
+        finally:
+            network_leftovers(cli.root, cleanup=True)  # the store's bridge outlives its directory
         digests.append((info["Id"], info.get("RepoDigests"),
                         info["RootFS"]["Layers"]))
         os.utime(ctx / "f.txt", None)  # a later mtime must not matter

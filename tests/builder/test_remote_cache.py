@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Cli
+from tests.conftest import Cli, network_leftovers
 from tests.registry.conftest import Registry, free_port, start_registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root")
@@ -68,8 +68,11 @@ def bcli(cli: Cli, busybox: str) -> Iterator[Cli]:
 def fresh(workdir: Path) -> Iterator[Cli]:
     """The CLI on a second, empty store root (another machine)."""
     other = Cli(workdir / "root-b")
-    yield other
-    _no_leftovers(other)
+    try:
+        yield other
+        _no_leftovers(other)
+    finally:
+        network_leftovers(other.root, cleanup=True)  # the store's bridge outlives its directory
 
 
 @pytest.fixture
