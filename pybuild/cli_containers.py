@@ -200,15 +200,12 @@ def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool) -> None:
 def _each(settings: Settings, names: tuple[str, ...], action: Any) -> None:
     """Apply ``action`` to each container, reporting failures per container, as docker does."""
     rt = _runtime(settings)
-    failed = False
-    for name in names:
-        try:
-            action(rt, rt.containers.resolve(name))
-            echo(name)
-        except PybuildError as exc:
-            echo(f"pybuild: error: {exc}", err=True)
-            failed = True
-    if failed:
+
+    def one(name: str) -> None:
+        action(rt, rt.containers.resolve(name))
+        echo(name)
+
+    if not ui.each(names, one):
         sys.exit(1)
 
 
@@ -492,20 +489,14 @@ def volume_rm_cmd(settings: Settings, names: tuple[str, ...], force: bool) -> No
 
     rt = _runtime(settings)
     used = {m.source: c.name for c in rt.containers.walk() for m in c.mounts if m.kind == "volume"}
-    failed = False
-    for name in names:
-        try:
-            if name in used:
-                raise ConflictError(f"volume {name} is in use by container {used[name]}",
-                                    "remove the container first")
-            rt.volumes.remove(name)
-            echo(name)
-        except PybuildError as exc:
-            if force and not isinstance(exc, ConflictError):
-                continue
-            echo(f"pybuild: error: {exc}", err=True)
-            failed = True
-    if failed:
+
+    def one(name: str) -> None:
+        if name in used:
+            raise ConflictError(f"volume {name} is in use by container {used[name]}", "remove the container first")
+        rt.volumes.remove(name)
+        echo(name)
+
+    if not ui.each(names, one, skip=lambda exc: force and not isinstance(exc, ConflictError)):
         sys.exit(1)
 
 

@@ -118,16 +118,10 @@ def tag_cmd(settings: Settings, source: str, target: str) -> None:
 def rmi_cmd(settings: Settings, images: tuple[str, ...], force: bool, no_prune: bool) -> None:
     """Remove one or more images."""
     store = settings.store()
-    failed: list[str] = []
-    for name in images:
-        try:
-            _remove_image(store, name, force)
-        except PybuildError as exc:
-            echo(f"pybuild: error: {exc}", err=True)
-            failed.append(name)
+    ok = ui.each(images, lambda name: _remove_image(store, name, force))
     if not no_prune:
         store.gc(wait=False)  # frees layers now unless a build is writing; prune finishes it later
-    if failed:
+    if not ok:
         sys.exit(1)
 
 

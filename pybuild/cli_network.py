@@ -7,7 +7,6 @@ import sys
 from pybuild import ui
 from pybuild.cli import Settings, pass_settings
 from pybuild.cmdline import argument, echo, group, option
-from pybuild.errors import PybuildError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,17 +62,14 @@ def network_create_cmd(settings: Settings, name: str, driver: str, subnet: str |
 def network_rm_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Remove networks that no container uses."""
     rt = _runtime(settings)
-    failed = False
-    for name in names:
-        try:
-            net = rt.networks.get_network(name)
-            users = [c.name for c in rt.containers.walk() if c.network == net.name]
-            rt.networks.remove_network(net.name, users)
-            echo(name)
-        except PybuildError as exc:
-            echo(f"pybuild: error: {exc}", err=True)
-            failed = True
-    if failed:
+
+    def one(name: str) -> None:
+        net = rt.networks.get_network(name)
+        users = [c.name for c in rt.containers.walk() if c.network == net.name]
+        rt.networks.remove_network(net.name, users)
+        echo(name)
+
+    if not ui.each(names, one):
         sys.exit(1)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pybuild.cmdline import echo
+from pybuild.errors import PybuildError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,6 +83,22 @@ def ago(text: str | None) -> str:
         when = when.replace(tzinfo=_dt.UTC)
     delta = (_dt.datetime.now(_dt.UTC) - when).total_seconds()
     return human_duration(max(delta, 0)) + " ago"
+
+
+def each(names: Iterable[str], action: Callable[[str], object],
+         skip: Callable[[PybuildError], bool] | None = None) -> bool:
+    """``action`` on every name, as docker treats several objects: one failing does not stop the rest,
+    each failure is an error line (unless ``skip`` says to pass over it); whether all succeeded."""
+    ok = True
+    for name in names:
+        try:
+            action(name)
+        except PybuildError as exc:
+            if skip is not None and skip(exc):
+                continue
+            echo(f"pybuild: error: {exc}", err=True)
+            ok = False
+    return ok
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

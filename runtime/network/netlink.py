@@ -23,17 +23,14 @@ import ipaddress
 import os
 import socket
 import sys
-import threading
 import types
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pybuild.errors import NetworkError
 
 from .. import linux
-
-T = TypeVar("T")
+from .netns import in_thread
 
 _loaded: dict[str, Any] = {}
 
@@ -73,24 +70,6 @@ def owner_tag(root: Path) -> str:
 def mac_for(ip: ipaddress.IPv4Address) -> str:
     """Docker's rule: 02:42 and the four bytes of the address, so a reused address keeps its MAC (no stale ARP)."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
-
-
-def _in_thread(body: Callable[[], T]) -> T:
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(body())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=run, name="pybuild-netlink")
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return result[0]
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -243,7 +222,7 @@ class Netlink:
                 # hairpin: a container reaching its own published port through the
                 # host comes back out of the bridge port it went in by.
                 self.ipr.link("set", index=idx, kind="bridge_slave", mode=1)
-                _in_thread(lambda: self._configure_inside(nsfd, address, gateway))
+                in_thread(lambda: self._configure_inside(nsfd, address, gateway))
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     self.delete(host_name)

@@ -12,7 +12,9 @@ import contextlib
 import errno
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pybuild.errors import MountError, NetworkError
 from pybuild.store import mount as _m
@@ -20,6 +22,8 @@ from pybuild.store import mount as _m
 from .. import linux
 
 NETNS_DIR = Path("/run/pybuild/netns")
+
+T = TypeVar("T")
 
 
 def path_for(container_id: str) -> Path:
@@ -33,26 +37,46 @@ def create(path: Path) -> None:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
     except FileExistsError:
         raise NetworkError(f"network namespace {path} already exists") from None
-    failure: list[BaseException] = []
 
     def body() -> None:
         # unshare(CLONE_NEWNET) moves only this thread; it ends with the thread,
         # the bind mount is what keeps the namespace.
+        linux.unshare(linux.CLONE_NEWNET)
+        _m.mount("/proc/thread-self/ns/net", path, None, _m.MS_BIND)
+        linux.link_up("lo")
+
+    try:
+        in_thread(body)
+    except Exception as exc:
+        remove(path)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise NetworkError(f"cannot create a network namespace: {reason}") from None
+    except BaseException:
+        remove(path)
+        raise
+
+
+def in_thread(body: Callable[[], T]) -> T:
+    """``body()`` in a thread of its own, its result or exception handed back.
+
+    For namespace changes that apply to the calling thread only (unshare,
+    setns): they end with that thread and never touch the caller's.
+    """
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
         try:
-            linux.unshare(linux.CLONE_NEWNET)
-            _m.mount("/proc/thread-self/ns/net", path, None, _m.MS_BIND)
-            linux.link_up("lo")
+            result.append(body())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             failure.append(exc)
 
-    worker = threading.Thread(target=body, name="pybuild-netns")
+    worker = threading.Thread(target=run, name="pybuild-ns")
     worker.start()
     worker.join()
     if failure:
-        remove(path)
-        exc = failure[0]
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise NetworkError(f"cannot create a network namespace: {reason}")
+        raise failure[0]
+    return result[0]
 
 
 def remove(path: Path) -> None:
