@@ -399,26 +399,36 @@ class Authenticator:
             return f"Bearer {token.value}" if token.value else None
 
     def handle_challenge(self, resp: requests.Response, scopes: tuple[str, ...],
-                         transport: Transport) -> tuple[str, ...] | None:
-        """Learn from a 401; return the scopes to retry with, or None if retrying cannot help."""
+                         transport: Transport, sent: str | None = None) -> tuple[str, ...] | None:
+        """Learn from a 401; return the scopes to retry with, or None if retrying cannot help.
+
+        ``sent`` is the Authorization header the refused request carried. Only
+        that tells whether *these* credentials were refused: requests run
+        concurrently, so another thread may have learnt the challenge (or
+        fetched a token) after this request left and before its 401 came back.
+        """
         challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
         chosen = next((c for c in challenges if c.scheme == "bearer"), None) or \
             next((c for c in challenges if c.scheme == "basic"), None)
         if chosen is None:
             return None
         with self._lock:
-            previous = self._challenge
             self._challenge = chosen
             if chosen.scheme == "basic":
                 creds = self.credentials()
-                if creds is None or (previous is not None and previous.scheme == "basic"):
-                    return None  # no credentials, or they were just refused
-                return scopes
+                if creds is None or creds.identity_token:
+                    return None  # nothing to answer a Basic challenge with
+                if sent is not None and sent == creds.basic():
+                    return None  # exactly these credentials were refused
+                return scopes  # the request went out before the challenge was known: resend with them
             extra = chosen.params.get("scope", "")
             new = merge_scopes((*scopes, *(s for s in extra.split(" ") if s)))
-            # Whatever token was used was refused (expired, revoked, too narrow): fetch a new one.
-            self._tokens.pop(frozenset(new), None)
-            self._tokens.pop(frozenset(scopes), None)
+            # The token this request carried was refused (expired, revoked, too narrow): drop it, but
+            # only if it is still the one held; a token another thread fetched meanwhile stays.
+            for key in {frozenset(new), frozenset(scopes)}:
+                held = self._tokens.get(key)
+                if held is not None and sent == f"Bearer {held.value}":
+                    del self._tokens[key]
             return new
 
     def _fetch_token(self, challenge: Challenge, scopes: frozenset[str], transport: Transport) -> _Token:

@@ -307,7 +307,8 @@ class Transport:
             status = resp.status_code
             if status == 401 and use_auth and self.auth is not None and self.is_registry_url(resp.url or url) \
                     and auth_tries < 2:
-                new_scopes = self.auth.handle_challenge(resp, scopes_now, self)
+                sent = resp.request.headers.get("Authorization") if resp.request is not None else None
+                new_scopes = self.auth.handle_challenge(resp, scopes_now, self, sent)
                 if new_scopes is not None:
                     auth_tries += 1
                     attempt -= 1  # an authentication round is not a failed attempt

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,74 @@ def test_token_reused_until_it_expires(token_registry: Any, monkeypatch: pytest.
     with RegistryClient(token_registry.host, RegistryOptions(attempts=1), use_stored_credentials=False) as anon, \
             pytest.raises(RegistryAuthError, match="401 Unauthorized"):
         anon.get_manifest("some/repo", "v1")
+
+
+# ---- concurrency: several blobs at once right after login ---------------------------------------
+
+
+def _multi_layer_image(cli: Any, busybox: str, workdir: Path, name: str, layers: int = 6) -> str:
+    """An image of ``layers`` COPY layers over busybox, each with its own content: pushing it moves
+    several blobs at the same time (PYBUILD_REGISTRY_CONCURRENCY, 3 by default)."""
+    ctx = workdir / f"ctx-{secrets.token_hex(4)}"
+    ctx.mkdir()
+    lines = [f"FROM {busybox}"]
+    for i in range(layers):
+        (ctx / f"f{i}").write_bytes(secrets.token_bytes(2048))
+        lines.append(f"COPY f{i} /layer{i}")
+    (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
+    cli("build", "-q", "-t", name, str(ctx))
+    return name
+
+
+def test_basic_auth_many_pushes_of_multi_layer_images(cli: Any, busybox: str, basic_registry: Any, repo: str,
+                                                      workdir: Path, user_password: tuple[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent blob HEADs all meet the Basic challenge at once: none of their 401s means the password
+    was refused, since none of them carried it."""
+    monkeypatch.delenv("PYBUILD_REGISTRY_CONCURRENCY", raising=False)
+    user, password = user_password
+    host = basic_registry.host
+    image = _multi_layer_image(cli, busybox, workdir, "multi:v1")
+
+    cli("tag", image, f"{host}/{repo}:nologin")
+    line = _error_line(cli("push", f"{host}/{repo}:nologin", check=False))
+    assert "401 Unauthorized" in line and f"(check your credentials: pybuild login {host})" in line
+    assert "Login Succeeded" in _login(cli, host, user, password).stdout
+    for i in range(20):
+        name = f"{host}/{repo}-{i % 4}:v{i}"
+        cli("tag", image, name)
+        result = cli("push", name, check=False)
+        assert result.returncode == 0, f"push {i + 1} of 20 failed:\n{result.stderr}"
+        assert f"v{i}: digest: sha256:" in result.stdout
+    # a wrong password is still refused, with the same clear message, and does not hang or retry forever
+    (workdir / "cfg-wrong").mkdir()
+    wrong = {"auths": {host: {"auth": base64.b64encode(f"{user}:wrong".encode()).decode()}}}
+    (workdir / "cfg-wrong" / "config.json").write_text(json.dumps(wrong))
+    result = cli("push", f"{host}/{repo}-0:v0", check=False, env={"DOCKER_CONFIG": str(workdir / "cfg-wrong")})
+    line = _error_line(result)
+    assert "401 Unauthorized" in line and f"(check your credentials: pybuild login {host})" in line
+
+
+def test_token_auth_concurrent_blobs_share_one_token(cli: Any, busybox: str, token_registry: Any, repo: str,
+                                                     workdir: Path, make_proxy: Any,
+                                                     user_password: tuple[str, str]) -> None:
+    """Concurrent anonymous requests each meet the token challenge; a late 401 must not throw away the
+    token another thread fetched meanwhile: one token per push, and every push succeeds."""
+    user, password = user_password
+    tokens = token_registry.tokens
+    proxy = make_proxy(token_registry.host)
+    image = _multi_layer_image(cli, busybox, workdir, "multi:v1")
+    _login(cli, proxy.host, user, password)
+    for i in range(5):
+        name = f"{proxy.host}/{repo}:v{i}"  # one repository: no cross-repository mounts, whose scopes differ
+        cli("tag", image, name)
+        tokens.reset()
+        proxy.clear()
+        result = cli("push", name, env={"PYBUILD_REGISTRY_CONCURRENCY": "6"}, check=False)
+        assert result.returncode == 0, result.stderr
+        assert [h["scopes"] for h in tokens.hits] == [[f"repository:{repo}:pull,push"]], tokens.hits
+        heads = [r for r in proxy.log if r.method == "HEAD" and "/blobs/" in r.path]
+        assert len(heads) >= 7  # six layers and the base layer, several of them at once
+    result = cli("push", f"{proxy.host}/{repo}:v0", check=False,
+                 env={"DOCKER_CONFIG": str(workdir / "nobody")})
+    assert "401 Unauthorized" in _error_line(result)
