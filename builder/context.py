@@ -345,6 +345,42 @@ class Context(SourceTree):
             remove_tree(tmp)
             raise
 
+    @classmethod
+    def from_stdin(cls, stream: BinaryIO, scratch_dir: str | os.PathLike[str],
+                   dockerfile: str | None = "Dockerfile") -> tuple[Context, str | None]:
+        """``pybuild build -``: a tar context, or (as Docker reads it) a bare Dockerfile and no context.
+
+        Returns the context and, when stdin held a Dockerfile, its text; the
+        context is then an empty directory (COPY of local files fails, ADD of
+        URLs works).
+        """
+        from pybuild.store.compression import Compression, detect
+
+        from .copy import tar_header_ok
+
+        head = b""
+        while len(head) < 512:
+            chunk = stream.read(512 - len(head))
+            if not chunk:
+                break
+            head += chunk
+        if detect(head) is not Compression.NONE or tar_header_ok(head):
+            return cls.from_tar(_Prepended(head, stream), scratch_dir, dockerfile), None
+        try:
+            text = (head + stream.read()).decode()
+        except UnicodeDecodeError:
+            raise UsageError("stdin holds neither a tar archive nor a Dockerfile (it is not UTF-8 text)") from None
+        scratch = Path(scratch_dir)
+        scratch.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="context-", dir=scratch))
+        try:
+            os.chmod(tmp, 0o700)
+            (tmp / "root").mkdir(mode=0o755)
+            return cls(tmp / "root", dockerfile=None, ignore_file=None, patterns=[], temp_dir=tmp), text
+        except BaseException:
+            remove_tree(tmp)
+            raise
+
     @staticmethod
     def _find_ignore(root: str, dockerfile: Path | None, confined: bool = False) -> tuple[Path | None, list[str]]:
         """The ignore file and its patterns; ``confined``: symlinks resolve inside ``root`` (a tar context)."""
@@ -519,3 +555,20 @@ def walk_selection(tree: SourceTree, sel: Selection, excludes: Matcher | None = 
 
     visit(sel.source.real, ".", include is None)
     return out
+
+
+class _Prepended:
+    """A stream whose first bytes were already read: ``head``, then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                data, self._head = self._head + self._stream.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._stream.read(n)

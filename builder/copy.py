@@ -264,7 +264,8 @@ def _url_name(url: str) -> str:
 # ---------------------------------------------------------------------------- archives
 
 
-def _tar_header_ok(block: bytes) -> bool:
+def tar_header_ok(block: bytes) -> bool:
+    """Whether a 512-byte block is a tar header (its checksum, signed or unsigned, and size field check out)."""
     if len(block) != 512 or block == bytes(512):
         return False
     try:
@@ -303,7 +304,7 @@ def is_archive(path: str) -> bool:
                     block += chunk
             except (PybuildError, OSError, EOFError, ValueError):
                 return False
-        return _tar_header_ok(block)
+        return tar_header_ok(block)
     finally:
         os.close(fd)
 

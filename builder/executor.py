@@ -59,7 +59,7 @@ from .instructions import (
 from .lexer import lex
 from .plan import PROXY_ARGS, BuildPlan, PlannedStage, make_plan
 from .progress import BuildOutput
-from .snapshots import chain_lowers, exists_below, readonly_view, writable_snapshot
+from .snapshots import chain_lowers, is_dir_below, readonly_view, writable_snapshot
 
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUILD_HOSTNAME = "pybuild"
@@ -604,17 +604,28 @@ class _StageRun:
         layers = self.store.layers
         parent = state.top_chain
         img = records.replace(state.config, config=new_cfg)
-        if exists_below(layers.overlay, chain_lowers(layers, parent), path):
+        if is_dir_below(layers.overlay, chain_lowers(layers, parent), path):
             img = records.replace(img, history=self._history(state.config, text, True))
             return self._save(key, State(img, state.layers, key), inputs, slot)
+        # Missing, or behind a symlink: create it in the merged view, following links inside the
+        # rootfs (a dangling /app -> /data/app makes /data/app), as BuildKit's mkdir -p does.
         snap = self._new_snapshot(instr, parent)
         try:
             with writable_snapshot(layers, snap) as root:
                 owner = resolve_chown(config.user, root) if config.user else None
                 make_dirs(root, path, owner=owner, epoch=self.b._epoch)
+            with os.scandir(snap.diff_dir) as entries:
+                created = any(True for _ in entries)
+        except BuildError as exc:
+            layers.discard(snap)
+            raise _located(instr, exc.message, exc.hint) from None
         except BaseException:
             layers.discard(snap)
             raise
+        if not created:  # it was there after all (through a symlink): no layer
+            layers.discard(snap)
+            img = records.replace(img, history=self._history(state.config, text, True))
+            return self._save(key, State(img, state.layers, key), inputs, slot)
         new_state = self._commit(state, img, snap, text)
         self.b.out.done(self.label(), time.monotonic() - started)
         return self._save(key, new_state, inputs, slot)
@@ -636,6 +647,9 @@ class _StageRun:
 
     def _copy(self, state: State, instr: Copy | Add, env: dict[str, str], slot: str) -> State:
         expanded = instr.expand(env, self.escape)
+        if isinstance(instr, Copy) and instr.from_stage is not None:
+            # --from sees the global ARGs only (BuildKit's rule; the plan chose the stages so)
+            expanded = records.replace(expanded, from_stage=self.plan.expand_from(instr.from_stage))
         docs = heredoc_sources(expanded.heredocs, lambda w: _expand_heredoc(w, env, self.escape))
         config = state.config.config
         workdir = config.working_dir or "/"

@@ -20,7 +20,7 @@ from pybuild.records import field, record
 
 from . import shellwords
 from .instructions import Copy, Dockerfile, From, Instruction, Run, Stage
-from .runmounts import parse_mount
+from .runmounts import raw_from
 
 # Usable without an ARG line, and kept out of cache keys and history (as Docker does).
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
@@ -72,6 +72,10 @@ class BuildPlan:
     stages: list[PlannedStage]
     target: int
     needed: list[int]  # stage indexes to build, dependencies first
+
+    def expand_from(self, raw: str) -> str:
+        """A ``--from``/``from=`` value with the global ARGs (only those: BuildKit's rule) expanded."""
+        return shellwords.expand(raw, self.global_args, self.dockerfile.escape)
 
     def stage_index(self, ref: str, before: int) -> int | None:
         """The stage ``ref`` names (name or index) among those before ``before``, or None."""
@@ -134,7 +138,11 @@ def make_plan(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str
         if base.stage is not None:
             planned.deps.add(base.stage)
         for instr in stage.instructions:
-            for ref in _referenced_stages(instr, global_args, dockerfile.escape):
+            try:
+                refs = _referenced_stages(instr, global_args, dockerfile.escape)
+            except DockerfileError as exc:
+                raise _error(instr, exc.message, exc.hint) from None
+            for ref in refs:
                 dep = plan.stage_index(ref, stage.index)
                 if dep is not None:
                     planned.deps.add(dep)
@@ -162,12 +170,9 @@ def _referenced_stages(instr: object, args: Mapping[str, str], escape: str) -> l
         refs.append(shellwords.expand(instr.from_stage, args, escape))
     if isinstance(instr, Run):
         for text in instr.mounts:
-            try:
-                spec = parse_mount(shellwords.expand(text, args, escape))
-            except (ValueError, DockerfileError):
-                continue
-            if spec.source_from is not None:
-                refs.append(spec.source_from)
+            raw = raw_from(text)
+            if raw:
+                refs.append(shellwords.expand(raw, args, escape))
     return refs
 
 

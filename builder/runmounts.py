@@ -13,7 +13,7 @@ import csv
 import posixpath
 
 from pybuild.errors import BuildError
-from pybuild.records import record
+from pybuild.records import fields, record
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _SHARING = ("shared", "private", "locked")
@@ -36,13 +36,15 @@ class MountSpec:
     env: str | None = None  # secret as an environment variable
 
     def canonical(self) -> str:
-        """The mount as it enters a cache key (everything but a cache's contents)."""
-        parts = [f"type={self.type}", f"target={self.target}"]
-        for name in ("source", "source_from", "id", "sharing", "mode", "uid", "gid", "size", "env"):
-            value = getattr(self, name)
-            if value not in (None, ""):
-                parts.append(f"{name}={value}")
-        parts.append("ro" if self.readonly else "rw")
+        """The mount as it enters a cache key: every field (a new field cannot be forgotten here), but
+        not what it points at (the caller adds the content of a bind source, the chain of ``from=``)."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                parts.append(f"{f.name}={str(value).lower()}")
+            elif value not in (None, ""):
+                parts.append(f"{f.name}={value}")
         return ",".join(parts)
 
 
@@ -71,8 +73,12 @@ def _size(value: str) -> int:
     return _int(text, "size") * mult
 
 
-def parse_mount(text: str) -> MountSpec:
-    """One ``--mount`` value; raises ValueError with a message naming what is wrong."""
+def parse_mount(text: str, workdir: str = "/") -> MountSpec:
+    """One ``--mount`` value; raises ValueError with a message naming what is wrong.
+
+    A relative ``target`` is joined to ``workdir`` (the step's WORKDIR), as
+    BuildKit does; a cache mount's default ``id`` is the target as written.
+    """
     fields = next(csv.reader([text]), [])
     values: dict[str, str | None] = {}
     for item in fields:
@@ -130,19 +136,33 @@ def parse_mount(text: str) -> MountSpec:
         readonly = True
     if not target and not (kind == "secret" and kwargs.get("env")):
         raise ValueError(f"a {kind} mount needs target=")
-    if target and not target.startswith("/"):
-        target = posixpath.join("/", target)
-    target = posixpath.normpath(target) if target else ""
     if kind == "cache" and not kwargs.get("id"):
-        kwargs["id"] = target
+        kwargs["id"] = posixpath.normpath(target)
+    if target:
+        target = posixpath.normpath(posixpath.join("/", workdir or "/", target))
+        if target == "/":
+            raise ValueError(f"invalid mount target {target!r}: a mount cannot cover the root filesystem")
     return MountSpec(type=kind, target=target, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
-def parse_mounts(texts: list[str]) -> list[MountSpec]:
+def raw_from(text: str) -> str | None:
+    """The ``from=`` value of a ``--mount`` as written (before any expansion), or None.
+
+    ``from=`` is expanded with the global ARGs only, as BuildKit does, while
+    the rest of the mount sees the stage's variables.
+    """
+    for item in next(csv.reader([text]), []):
+        name, eq, value = item.partition("=")
+        if eq and name.strip().lower() == "from":
+            return value
+    return None
+
+
+def parse_mounts(texts: list[str], workdir: str = "/") -> list[MountSpec]:
     out = []
     for text in texts:
         try:
-            out.append(parse_mount(text))
+            out.append(parse_mount(text, workdir))
         except ValueError as exc:
             raise BuildError(f"invalid RUN --mount={text}: {exc}") from None
     return out

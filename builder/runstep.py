@@ -14,21 +14,26 @@ import fcntl
 import hashlib
 import json
 import os
+import posixpath
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pybuild import records
 from pybuild.errors import BuildError, PybuildError
+from pybuild.store.fsutil import remove_tree
 from pybuild.store.layers import Snapshot
 
 from .checksum import checksum_sources
+from .copy import make_dirs
 from .imageconfig import DEFAULT_SHELL
 from .instructions import Run
 from .plan import PROXY_ARGS
 from .progress import OutputPump
-from .runmounts import MountSpec, parse_mounts
+from .runmounts import MountSpec, parse_mounts, raw_from
 from .snapshots import readonly_view, remove_mount_stubs
 
 if TYPE_CHECKING:
@@ -50,12 +55,22 @@ class RunStep:
         self.script: tuple[str, str] | None = None  # (file name, content) of a heredoc script with #!
         self.argv = self._argv()
         try:
-            self.mounts = parse_mounts([_expand(m, env, stage.escape) for m in instr.mounts])
+            mounts = parse_mounts([_expand(m, env, stage.escape) for m in instr.mounts], config.working_dir or "/")
+            # from= sees the global ARGs only (BuildKit's rule; the plan chose the stages so)
+            self.mounts = [m if m.source_from is None else
+                           records.replace(m, source_from=stage.plan.expand_from(raw_from(text) or ""))
+                           for m, text in zip(mounts, instr.mounts, strict=True)]
         except PybuildError as exc:
             raise _located(instr, exc.message) from None
-        network = instr.network or self.b.opts.network or "default"
-        # RUN's default is the bridge, as for containers (Docker's builder does the same)
-        self.network = "bridge" if network == "default" else network
+        # "default" (or no --network) is the build's own network; the build's default is the
+        # bridge, as for containers (Docker's builder does the same)
+        network = instr.network if instr.network not in (None, "", "default") else self.b.opts.network
+        self.network = "bridge" if network in (None, "", "default") else network
+        for m in self.mounts:
+            if m.type == "secret" and m.required and m.id not in self.b.opts.secrets:
+                # before the cache is asked: a cached result is no excuse for a missing required secret
+                raise _located(instr, f"secret {m.id} is required but was not given",
+                               f"pass --secret id={m.id},src=FILE")
         self.mount_keys = [self._mount_key(m) for m in self.mounts]
         self.text = _describe(instr)
 
@@ -110,7 +125,7 @@ class RunStep:
             except BuildError as exc:
                 raise _located(self.instr, f"RUN --mount: {exc.message}") from None
             key += f",content={digest}"
-        elif m.type == "bind":
+        elif m.type in ("bind", "cache") and m.source_from is not None:
             key += f",chain={self._from_chain(m) or ''}"
         return key
 
@@ -142,7 +157,8 @@ class RunStep:
                     opts = ("nosuid", "nodev") + ((f"size={m.size}",) if m.size else ())
                     mounts.append(Mount("tmpfs", m.target, "tmpfs", opts))
                 elif m.type == "cache":
-                    mounts.append(Mount.bind(str(stack.enter_context(self._cache_dir(m))), m.target, readonly=False))
+                    mounts.append(Mount.bind(str(stack.enter_context(self._cache_dir(m, scratch))), m.target,
+                                             readonly=False))
                 elif m.type == "secret":
                     if not m.target:
                         continue
@@ -187,29 +203,79 @@ class RunStep:
             return str(copy / "src")
         return source
 
+    def _cache_identity(self, m: MountSpec) -> tuple[str, str | None]:
+        """The name of a cache mount's directory, and the chain that seeds it (``from=``).
+
+        A cache with ``from=`` starts as a copy of ``source`` in that stage or
+        image; as in BuildKit, a different source content is a different
+        cache, so the chain id and the path are part of the name.
+        """
+        if m.source_from is None:
+            return hashlib.sha256(m.id.encode()).hexdigest()[:32], None
+        chain = self._from_chain(m)
+        source = posixpath.normpath(posixpath.join("/", m.source or "/"))
+        identity = f"{m.id}\0from={chain or 'empty'}\0source={source}"
+        return hashlib.sha256(identity.encode()).hexdigest()[:32], chain
+
     @contextlib.contextmanager
-    def _cache_dir(self, m: MountSpec) -> Iterator[Path]:
+    def _cache_dir(self, m: MountSpec, scratch: Path) -> Iterator[Path]:
         base = self.b.store.root / "buildcache" / "mounts"
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        name = hashlib.sha256(m.id.encode()).hexdigest()[:32]
+        name, seed_chain = self._cache_identity(m)
         path = base / name
         if not path.exists():
             tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=base))
-            os.chmod(tmp, m.mode if m.mode is not None else 0o755)
-            os.chown(tmp, m.uid or 0, m.gid or 0)
             try:
+                if m.source_from is not None:
+                    self._seed_cache(m, seed_chain, tmp, scratch)
+                else:
+                    os.chmod(tmp, m.mode if m.mode is not None else 0o755)
+                    os.chown(tmp, m.uid or 0, m.gid or 0)
                 os.rename(tmp, path)
             except OSError:
-                tmp.rmdir()  # another build made it first
+                if not path.exists():
+                    raise
+                remove_tree(tmp)  # another build made it first
+            except BaseException:
+                remove_tree(tmp)
+                raise
+        mounted = path
+        if m.source_from is None and posixpath.normpath("/" + (m.source or "")) != "/":
+            # no from=: source= is a directory inside the cache, as BuildKit's selector
+            mounted = Path(make_dirs(path, m.source))
         if m.sharing != "locked":
-            yield path
+            yield mounted
             return
         fd = os.open(base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield path
+            yield mounted
         finally:
             os.close(fd)
+
+    def _seed_cache(self, m: MountSpec, chain: str | None, into: Path, scratch: Path) -> None:
+        """Fill a new cache dir with ``source`` of the ``from=`` stage or image, owners and modes kept."""
+        from pybuild.runtime.rootfs import secure_join
+
+        from .context import SourceTree
+        from .copy import copy_sources
+
+        source = m.source or "/"
+        where = f"RUN --mount=type=cache,from={m.source_from}"
+        with readonly_view(self.b.store.layers, chain, scratch) as root:
+            try:
+                st = os.stat(secure_join(str(root), source))
+            except OSError:
+                raise _located(self.instr, f"{where}: source {source} not found in {m.source_from}") from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise _located(self.instr, f"{where}: source {source} in {m.source_from} is not a directory")
+            try:
+                copy_sources(into, [source], "/", tree=SourceTree(root, where=m.source_from),
+                             preserve_owner=True, scratch_dir=scratch)
+            except BuildError as exc:
+                raise _located(self.instr, f"{where}: {exc.message}", exc.hint) from None
+        os.chmod(into, m.mode if m.mode is not None else stat.S_IMODE(st.st_mode))
+        os.chown(into, m.uid if m.uid is not None else st.st_uid, m.gid if m.gid is not None else st.st_gid)
 
     # ---- running --------------------------------------------------------------------------------
 

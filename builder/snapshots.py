@@ -5,7 +5,8 @@
   the image below while writing only the new layer's ``diff/``.
 * :func:`readonly_view`: a stage's or image's layers mounted read-only, the
   source of ``COPY --from`` and ``RUN --mount=from=``.
-* :func:`exists_below`: whether a path exists in a chain, read from the layer
+* :func:`exists_below` / :func:`is_dir_below`: whether a path exists (is a
+  directory reached without symlinks) in a chain, read from the layer
   directories without mounting (whiteouts and opaque directories honoured).
 
 Mounts are made in the calling process's mount namespace and always undone
@@ -87,6 +88,35 @@ def _is_opaque(path: str) -> bool:
                 return True
         except OSError:
             continue
+    return False
+
+
+def is_dir_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
+    """Whether ``path`` is a directory reached without any symlink in the merged view of ``lowers``.
+
+    False means "look in a mounted view": the path is missing, or a symlink
+    (perhaps dangling, which WORKDIR must follow and create) is on the way.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
+    if not parts:
+        return True
+    for lower in lowers:
+        current = os.path.join(overlay_root, lower)
+        opaque_above = False
+        for i, part in enumerate(parts):
+            current = os.path.join(current, part)
+            try:
+                st = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                break  # perhaps in a layer further down
+            if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                return False
+            if i == len(parts) - 1:
+                return True
+            if _is_opaque(current):
+                opaque_above = True
+        if opaque_above:
+            return False
     return False
 
 

@@ -10,6 +10,7 @@ from pybuild.cli import pass_settings
 from pybuild.cmdline import Choice, IntRange, argument, command, echo, group, option
 from pybuild.errors import DockerfileError, PybuildError, UsageError
 from pybuild.store.model import ContainerConfig
+from pybuild.ui import key_values
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,24 +83,6 @@ def parse_cmd(dockerfile: str, as_json: bool) -> None:
     for instr, line in zip(parsed.instructions, lines, strict=False):
         span = f"{instr.line}" if instr.line == instr.end_line else f"{instr.line}-{instr.end_line}"
         echo(f"{span:>{width * 2 + 1}}  {line}")
-
-
-def _key_values(items: tuple[str, ...], what: str, from_env: bool = False) -> dict[str, str]:
-    import os
-
-    out: dict[str, str] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid {what} {item!r}", f"use {what} KEY=VALUE")
-        if not eq:
-            if not from_env:
-                raise UsageError(f"invalid {what} {item!r}", f"use {what} KEY=VALUE")
-            if key not in os.environ:
-                continue  # docker: --build-arg NAME takes the value from the environment, if set
-            value = os.environ[key]
-        out[key] = value
-    return out
 
 
 def _secrets(items: tuple[str, ...]) -> dict[str, Any]:
@@ -216,8 +199,8 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
 
     limits = cgroups.validate(cgroups.Limits(memory=cgroups.parse_memory(memory) if memory else None,
                                              cpus=cpus, cpu_shares=cpu_shares, pids=pids_limit))
-    args = _key_values(build_args, "--build-arg", from_env=True)
-    label_map = _key_values(labels, "--label")
+    args = key_values(build_args, "--build-arg", from_env=True)
+    label_map = key_values(labels, "--label")
     from pybuild.builder.outputs import parse_output
 
     output_specs = [parse_output(o) for o in outputs]
@@ -230,8 +213,7 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
     try:
         # the context is closed (a tar context's temp dir removed) however the build ends
         if context == "-":
-            ctx_obj = Context.from_tar(sys.stdin.buffer, store.tmp, dockerfile or "Dockerfile")
-            df_text = None
+            ctx_obj, df_text = Context.from_stdin(sys.stdin.buffer, store.tmp, dockerfile or "Dockerfile")
             df_name = os.path.basename(dockerfile or "Dockerfile")
         else:
             ctx_obj = Context.from_dir(context, dockerfile)

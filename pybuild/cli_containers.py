@@ -48,10 +48,7 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
         from pybuild.runtime.cgroups import parse_memory_swap
 
         swap = parse_memory_swap(kw["memory_swap"])
-    labels = {}
-    for item in kw["label"]:
-        key, _, value = item.partition("=")
-        labels[key] = value
+    labels = ui.key_values(kw["label"], "--label")
     return RunOptions(
         image=image, command=list(command), entrypoint=kw["entrypoint"], env=list(kw["env"]),
         env_files=list(kw["env_file"]), workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"],

@@ -1,4 +1,4 @@
-"""Output conventions shared by the commands: Docker's human sizes, ages and tables."""
+"""Conventions shared by the commands: Docker's human sizes, ages and tables, ``KEY=VALUE`` flags."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 
 from pybuild.cmdline import echo
-from pybuild.errors import PybuildError
+from pybuild.errors import PybuildError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,3 +119,25 @@ def print_json(obj: Any) -> None:
 
 def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def key_values(items: Iterable[str], flag: str, *, from_env: bool = False) -> dict[str, str]:
+    """``KEY=VALUE`` flag values (``--label``, ``--build-arg``) as Docker reads them.
+
+    ``KEY`` alone is an empty value, or with ``from_env`` the value of the
+    environment variable ``KEY`` (left out when it is not set), as
+    ``--build-arg KEY`` and ``-e KEY`` do. An empty key is an error.
+    """
+    import os
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key.strip():
+            raise UsageError(f"invalid {flag} {item!r}", f"use {flag} KEY=VALUE")
+        if not eq and from_env:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out

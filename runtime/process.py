@@ -593,7 +593,10 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
         os.chdir(process.cwd)
     except FileNotFoundError:
         try:
-            os.makedirs(process.cwd, mode=0o755, exist_ok=True)
+            # After pivot_root "/" is the container's root, so symlinks resolve inside it: a
+            # dangling link on the way (WORKDIR /app, /app -> /data/app) is followed and its
+            # target created, as Docker does.
+            os.makedirs(os.path.realpath(process.cwd), mode=0o755, exist_ok=True)
             os.chdir(process.cwd)
         except OSError as exc:
             raise ContainerStartError(f"cannot create working directory {process.cwd}: {exc.strerror}") from None

@@ -1,0 +1,177 @@
+"""Build semantics users met in real Dockerfiles (issue 11): each case failed before its fix.
+
+RUN --mount targets relative to WORKDIR, cache mounts seeded from=, WORKDIR
+through a dangling symlink, RUN --network=default, stage-scoped ARGs in
+--from, --label KEY, required secrets and the cache, miss reasons.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.builder.test_build import inspect, write_context
+from tests.conftest import Cli
+
+
+@pytest.fixture
+def ctx(workdir: Path) -> Path:
+    path = workdir / "ctx"
+    path.mkdir()
+    return path
+
+
+def _sh(cli: Cli, image: str, script: str) -> str:
+    return cli("run", "--rm", "--network", "none", image, "sh", "-c", script).stdout
+
+
+# ---------------------------------------------------------------------------- RUN --mount targets
+
+
+def test_relative_mount_targets_are_joined_to_workdir(bcli: Cli, ctx: Path, workdir: Path) -> None:
+    """Docker's guides: WORKDIR /src, then --mount=type=bind,source=go.mod,target=go.mod and target=."""
+    secret = workdir / "tok"
+    secret.write_text("t0k3n")
+    df = """\
+FROM busybox
+WORKDIR /src
+RUN --mount=type=bind,source=go.mod,target=go.mod cat /src/go.mod > /gomod && ! test -e /go.mod
+RUN --mount=type=bind,target=. cat main.txt > /main && ! test -e /main.txt && pwd > /pwd
+RUN --mount=type=cache,target=cache echo cached > cache/f && test -f /src/cache/f && ! test -e /cache
+RUN --mount=type=tmpfs,target=tmp mount | grep -q ' /src/tmp type tmpfs' && echo ok > /tmpfs
+RUN --mount=type=secret,id=tok,target=tok test "$(cat /src/tok)" = t0k3n && echo ok > /secret
+WORKDIR /src/sub
+RUN --mount=type=bind,source=go.mod,target=../up/go.mod cat /src/up/go.mod > /up
+"""
+    write_context(ctx, {"Dockerfile": df, "go.mod": "module example.com/app\n", "main.txt": "main\n"})
+    bcli("build", "-t", "rel:v1", "--network", "none", "--secret", f"id=tok,src={secret}", str(ctx))
+    out = _sh(bcli, "rel:v1", "cat /gomod /main /pwd /tmpfs /secret /up; ls -A /src")
+    assert out.splitlines() == ["module example.com/app", "main", "/src", "ok", "ok", "module example.com/app",
+                                "sub"]  # no mount stub (go.mod, cache, tmp, tok, up) is left in the image
+
+
+def test_a_mount_over_the_root_is_refused(bcli: Cli, ctx: Path) -> None:
+    write_context(ctx, {"Dockerfile": "FROM busybox\nRUN --mount=type=bind,target=. true\n"})
+    result = bcli("build", str(ctx), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Dockerfile:2: invalid RUN --mount=type=bind,target=.: invalid mount target '/'" in result.stderr
+
+
+def test_cache_mount_from_a_stage_is_seeded_with_its_source(bcli: Cli, ctx: Path) -> None:
+    df = """\
+FROM busybox AS seed
+RUN mkdir -p /seed/deep && echo seeded > /seed/deep/f && chown -R 1000:1001 /seed && chmod 0750 /seed
+
+FROM busybox
+RUN --mount=type=cache,id=c1,target=/c,from=seed,source=/seed \\
+    cat /c/deep/f > /got && stat -c '%u:%g %a' /c /c/deep/f >> /got && echo more > /c/new
+RUN --mount=type=cache,id=c1,target=/again,from=seed,source=/seed cat /again/new > /got2
+RUN --mount=type=cache,id=plain,target=/p,source=sub touch /p/a
+RUN --mount=type=cache,id=plain,target=/whole ls /whole/sub > /got3
+"""
+    write_context(ctx, {"Dockerfile": df})
+    bcli("build", "-t", "seeded:v1", "--network", "none", str(ctx))
+    out = _sh(bcli, "seeded:v1", "cat /got /got2 /got3")
+    # the cache started as a copy of /seed (owners and modes kept), and kept what the first step wrote
+    assert out.splitlines() == ["seeded", "1000:1001 750", "1000:1001 644", "more", "a"]
+
+
+def test_cache_mount_from_with_a_missing_source_is_an_error(bcli: Cli, ctx: Path) -> None:
+    df = "FROM busybox AS seed\nFROM busybox\nRUN --mount=type=cache,target=/c,from=seed,source=/nope true\n"
+    write_context(ctx, {"Dockerfile": df})
+    result = bcli("build", str(ctx), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Dockerfile:3: RUN --mount=type=cache,from=seed: source /nope not found in seed" in result.stderr
+
+
+# ---------------------------------------------------------------------------- WORKDIR, network
+
+
+def test_workdir_through_a_dangling_symlink_creates_its_target(bcli: Cli, ctx: Path) -> None:
+    df = """\
+FROM busybox
+RUN ln -s /data/app /app && ln -s /etc /etclink
+WORKDIR /app
+RUN pwd > /pwd && touch here
+WORKDIR /etclink
+RUN pwd > /pwd2
+"""
+    write_context(ctx, {"Dockerfile": df})
+    bcli("build", "-t", "wd:v1", "--network", "none", str(ctx))
+    # the shell reports the physical directory, as it does under Docker
+    assert _sh(bcli, "wd:v1", "cat /pwd /pwd2; ls /data/app; readlink /app").splitlines() == [
+        "/data/app", "/etc", "here", "/data/app"]
+    # base, RUN ln, WORKDIR /app (made /data/app), RUN, RUN: WORKDIR /etclink found a directory, no layer
+    assert len(inspect(bcli, "wd:v1")["RootFS"]["Layers"]) == 5
+    # `run -w` through a dangling link creates the target too
+    bcli("build", "-t", "wd:v2", "-", input=b"FROM busybox\nRUN ln -s /nowhere/x /lnk\n")
+    assert _sh(bcli, "wd:v2", "true") == ""
+    out = bcli("run", "--rm", "--network", "none", "-w", "/lnk", "wd:v2", "sh", "-c", "pwd; ls -d /nowhere/x")
+    assert out.stdout.splitlines() == ["/nowhere/x", "/nowhere/x"]
+
+
+def test_run_network_default_is_the_builds_network(bcli: Cli, ctx: Path) -> None:
+    df = """\
+FROM busybox
+RUN --network=default ls /sys/class/net > /nets-default
+RUN ls /sys/class/net > /nets-plain
+"""
+    write_context(ctx, {"Dockerfile": df})
+    bcli("build", "-t", "net:v1", "--network", "none", str(ctx))
+    assert _sh(bcli, "net:v1", "cat /nets-default /nets-plain").split() == ["lo", "lo"]
+
+
+# ---------------------------------------------------------------------------- ARGs in --from, --label
+
+
+def test_copy_from_and_mount_from_use_global_args_only(bcli: Cli, ctx: Path) -> None:
+    df = """\
+ARG SRC=a
+FROM busybox AS a
+RUN echo from-a > /f
+FROM busybox AS b
+RUN echo from-b > /f
+FROM busybox
+ARG SRC=b
+COPY --from=$SRC /f /copied
+RUN --mount=from=$SRC,source=/f,target=/m cat /m > /mounted
+"""
+    write_context(ctx, {"Dockerfile": df})
+    out = bcli("build", "-t", "args:v1", "--network", "none", str(ctx)).stdout
+    assert "[b " not in out  # stage b is not needed: --from names a, the global value
+    assert _sh(bcli, "args:v1", "cat /copied /mounted").splitlines() == ["from-a", "from-a"]
+    bcli("build", "-t", "args:v2", "--network", "none", "--build-arg", "SRC=b", str(ctx))
+    assert _sh(bcli, "args:v2", "cat /copied /mounted").splitlines() == ["from-b", "from-b"]
+
+
+def test_label_and_build_arg_without_a_value(bcli: Cli, ctx: Path) -> None:
+    write_context(ctx, {"Dockerfile": "FROM busybox\nARG FROM_ENV=default\nRUN echo $FROM_ENV > /arg\n"})
+    bcli("build", "-t", "lab:v1", "--network", "none", "--label", "empty", "--label", "k=v",
+         "--build-arg", "FROM_ENV", str(ctx), env={"FROM_ENV": "from-the-env"})
+    assert inspect(bcli, "lab:v1")["Config"]["Labels"] == {"empty": "", "k": "v"}
+    assert _sh(bcli, "lab:v1", "cat /arg") == "from-the-env\n"
+    result = bcli("build", "--label", "=v", str(ctx), check=False)
+    assert result.returncode == 1 and "pybuild: error: invalid --label '=v'" in result.stderr
+    bcli("create", "--name", "labelled", "--label", "bare", "lab:v1", "true")
+    doc = inspect(bcli, "labelled")
+    assert doc["Config"]["Labels"]["bare"] == ""
+    bcli("rm", "labelled")
+
+
+# ---------------------------------------------------------------------------- secrets and the cache
+
+
+def test_required_secret_is_checked_even_when_the_step_is_cached(bcli: Cli, ctx: Path, workdir: Path) -> None:
+    secret = workdir / "tok"
+    secret.write_text("t0k3n")
+    df = "FROM busybox\nRUN --mount=type=secret,id=tok,required=true test -s /run/secrets/tok\n"
+    write_context(ctx, {"Dockerfile": df})
+    bcli("build", "--network", "none", "--secret", f"id=tok,src={secret}", str(ctx))
+    result = bcli("build", "--network", "none", str(ctx), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Dockerfile:2: secret tok is required but was not given" in result.stderr
+    # an optional secret's step is a different step: built from a build that had the secret, not reused
+    write_context(ctx, {"Dockerfile": "FROM busybox\nRUN --mount=type=secret,id=tok test ! -e /run/secrets/tok\n"})
+    out = bcli("build", "--network", "none", str(ctx)).stdout
+    assert "CACHED [2/2]" not in out
