@@ -61,12 +61,45 @@ def mount_readonly_view(overlay_root: Path, lowers: list[str], target: Path) -> 
         _m.mount_overlay(overlay_root, lowers, None, None, target, readonly=True)
 
 
+def attach_container_root(pid: int, target: Path) -> None:
+    """Mount the root mount of process ``pid``'s mount namespace (non-recursively) at ``target``.
+
+    Must run in a single-threaded process that owns a private mount
+    namespace (``in_private_namespace``'s child): setns(2) into a mount
+    namespace is refused to threaded processes.
+    """
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        theirs = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.close(own)
+        raise ContainerError("the container stopped while its filesystem was being read") from None
+    tree = -1
+    try:
+        linux.setns(theirs, linux.CLONE_NEWNS)  # "/" and the cwd are now the container's root
+        try:
+            tree = _m.open_tree("/")
+        finally:
+            linux.setns(own, linux.CLONE_NEWNS)
+        _m.move_mount(tree, target)
+    finally:
+        for fd in (own, theirs, tree):
+            if fd >= 0:
+                os.close(fd)
+
+
 def export_rootfs(out: BinaryIO, *, running_pid: int | None = None, overlay_root: Path | None = None,
                   lowers: list[str] | None = None) -> None:
     """Write a container's filesystem as a plain tar to ``out`` (``docker export``).
 
-    For a running container its root mount is bound non-recursively (so /proc,
-    /dev and volumes stay out); otherwise its layers are mounted read-only.
+    For a running container the helper joins the container's mount namespace
+    and takes a detached copy of its root mount with ``open_tree`` (just that
+    mount: /proc, /dev and volumes stay out), then comes back and attaches it
+    in its own private namespace. The tree is read live through that mount,
+    never through host paths a container process could swap for symlinks
+    (the CVE-2018-15664 class); a bind of ``/proc/PID/root`` is refused by
+    the kernel anyway, since that mount belongs to another namespace.
+    Otherwise its layers are mounted read-only.
     """
     from pybuild.store.compression import Compression
     from pybuild.store.layertar import write_layer
@@ -77,7 +110,7 @@ def export_rootfs(out: BinaryIO, *, running_pid: int | None = None, overlay_root
 
     def work() -> None:
         if running_pid is not None:
-            _m.mount(f"/proc/{running_pid}/root", target, None, _m.MS_BIND)
+            attach_container_root(running_pid, target)
         else:
             assert overlay_root is not None and lowers is not None
             mount_readonly_view(overlay_root, lowers, target)

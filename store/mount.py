@@ -155,3 +155,42 @@ def _mount_from(cwd: Path, source: str, target: Path | str, fstype: str, flags: 
     err = int.from_bytes(result or b"\x05\x00\x00\x00", "little")
     if err:
         raise MountError(f"mount overlay on {target}: {os.strerror(err)}", _mount_hint(err, data))
+
+
+# ---- the new mount API (kernel >= 5.2): detached mounts ---------------------------------------------
+
+# open_tree and move_mount have the same numbers on every architecture (asm-generic, since 5.2).
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_libc.syscall.restype = ctypes.c_long
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC, dir_fd: int = -100) -> int:
+    """A file descriptor of a detached copy of the mount at ``path`` (just that mount unless AT_RECURSIVE).
+
+    The copy keeps its content live (it is the same filesystem) and belongs
+    to no namespace until :func:`move_mount` attaches it; closing the fd
+    without attaching it unmounts it.
+    """
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(path)),
+                       ctypes.c_uint(flags))
+    if fd < 0:
+        err = ctypes.get_errno()
+        hint = "the kernel is older than 5.2" if err == errno.ENOSYS else None
+        raise MountError(f"open_tree {path}: {os.strerror(err)}", hint)
+    return int(fd)
+
+
+def move_mount(tree_fd: int, target: str | os.PathLike[str]) -> None:
+    """Attach a detached mount (from :func:`open_tree`) at ``target`` in this mount namespace."""
+    result = _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(tree_fd), ctypes.c_char_p(b""),
+                           ctypes.c_int(-100), ctypes.c_char_p(os.fsencode(target)),
+                           ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+    if result != 0:
+        err = ctypes.get_errno()
+        raise MountError(f"move_mount to {target}: {os.strerror(err)}")

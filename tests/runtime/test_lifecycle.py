@@ -208,6 +208,33 @@ def test_copy_up_export_and_commit(rt, workdir: Path) -> None:
     assert "snap" in rt("history", "snap:1").stdout
 
 
+def test_export_of_a_running_container_is_live_and_never_follows_its_symlinks(rt, workdir: Path) -> None:
+    """The live root is read through the container's own root mount (open_tree in its namespace),
+    so a link the container swaps in while the tar is written is a link in the tar, never the host."""
+    canary = workdir / f"host-canary-{os.getpid()}"
+    canary.write_text("host secret")
+    rt("run", "-d", "--name", "live", "--network", "none", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+       "echo live > /live; echo tmp > /scratch/t; mkdir -p /s; "
+       f"while :; do mkdir /s/d 2>/dev/null; rmdir /s/d 2>/dev/null; ln -s {workdir} /s/d; rm -f /s/d; done")
+    deadline = time.monotonic() + 10
+    while "live" not in rt("exec", "live", "ls", "/").stdout.split() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for i in range(5):
+        target = workdir / f"live-{i}.tar"
+        rt("export", "-o", str(target), "live")
+        with tarfile.open(target) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            assert tar.extractfile(members["live"]).read() == b"live\n"  # type: ignore[union-attr]
+        assert "bin/busybox" in members
+        assert not any(canary.name in name for name in members), "the export followed a swapped symlink"
+        assert "scratch/t" not in members  # a mount inside the container is not its filesystem
+        assert not any(n.startswith(("proc/", "sys/")) for n in members)
+        link = members.get("s/d")
+        assert link is None or link.isdir() or (link.issym() and link.linkname == str(workdir))
+    rt("rm", "-f", "live")
+    assert str(rt.root) not in Path("/proc/mounts").read_text()
+
+
 def test_foreground_run_survives_ctrl_c(rt) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(rt.root), "run", "--name", "fg",
                              "busybox", "sh", "-c", "trap 'echo got INT; exit 5' INT; while :; do sleep 0.1; done"],
