@@ -112,8 +112,31 @@ class LexResult:
 class NotStringArrayError(ValueError):
     """A JSON array whose elements are not all strings (``[ "a", [ "b" ] ]``)."""
 
-    def __init__(self) -> None:
-        super().__init__("when using JSON array syntax, arrays must be comprised of strings only")
+    def __init__(self, message: str = "when using JSON array syntax, arrays must be comprised of strings only"
+                 ) -> None:
+        super().__init__(message)
+
+
+#: Deeper JSON than this is refused before it is decoded (the decoder recurses on depth).
+MAX_JSON_DEPTH = 64
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text``, outside string literals (no recursion)."""
+    depth = deepest = 0
+    for m in _JSON_TOKENS.finditer(text):
+        token = m.group(0)
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth <= 0:
+                break  # the first value is complete: the rest is ignored, as Go's decoder does
+    return deepest
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -137,6 +160,10 @@ def json_array(rest: str) -> list[str] | None:
     text = rest.lstrip(WHITESPACE)
     if not text.startswith("["):
         return None
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        # it cannot be an array of strings either way; never hand it to the recursive decoder
+        raise NotStringArrayError(f"JSON array nested too deeply (more than {MAX_JSON_DEPTH} levels): "
+                                  "arrays must be comprised of strings only")
     try:
         value, _ = _JSON.raw_decode(text)
     except ValueError:

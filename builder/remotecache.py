@@ -360,6 +360,8 @@ def _parse_config(data: bytes, name: str) -> list[_Entry]:
         raise
     except (PybuildError, ValueError, KeyError, TypeError) as exc:
         raise RegistryError(f"cache config {name} is malformed: {exc}") from None
+    except RecursionError:
+        raise RegistryError(f"cache config {name} is malformed: JSON nested too deeply") from None
 
 
 def _usable(store: Store, record: CacheRecord | None) -> bool:

@@ -38,6 +38,8 @@ WHITESPACE = (
 _SPACE_SET = frozenset(WHITESPACE)
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _EOF = ""
+#: Nesting depth of ${...} operands accepted (BuildKit has no limit but Go's growing stacks).
+MAX_NESTING = 100
 
 
 def is_space(ch: str) -> bool:
@@ -112,6 +114,7 @@ class _Scanner:
         "raw_escapes",
         "skip_unset",
         "heredocs",
+        "depth",
     )
 
     def __init__(
@@ -133,6 +136,7 @@ class _Scanner:
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
         self.heredocs = heredocs
+        self.depth = 0
 
     # -- character access -------------------------------------------------
 
@@ -149,12 +153,17 @@ class _Scanner:
 
     def run(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
         """Process until ``stop`` (consumed) or, when ``stop`` is empty, the end."""
+        # ${a:-${b:-...}} recurses here once per level: refuse hostile depth before Python's stack runs out
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _ShellError(f"variable substitutions nested too deeply (more than {MAX_NESTING} levels)")
         saved = self.raw_escapes
         self.raw_escapes = raw_escapes
         try:
             return self._run(stop)
         finally:
             self.raw_escapes = saved
+            self.depth -= 1
 
     def _run(self, stop: str) -> tuple[str, list[str]]:
         result: list[str] = []
@@ -444,7 +453,8 @@ def process(
     try:
         result, words = scanner.run(_EOF, raw_escapes)
     except _ShellError as exc:
-        raise DockerfileError(f'failed to process "{text}": {exc}') from None
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        raise DockerfileError(f'failed to process "{shown}": {exc}') from None
     return Expansion(result, words)
 
 

@@ -114,7 +114,8 @@ class DockerfileError(PybuildError):
         where = f"{self.filename}:{self.line}: " if self.line is not None else f"{self.filename}: "
         text = where + super().__str__()
         if self.source_line is not None:
-            text += f"\n  {self.line} | {self.source_line}"
+            shown = self.source_line if len(self.source_line) <= 160 else self.source_line[:160] + "..."
+            text += f"\n  {self.line} | {shown}"
         return text
 
 

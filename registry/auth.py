@@ -458,7 +458,7 @@ class Authenticator:
             resp = transport.request("GET", url, op="token request", use_auth=False, headers=headers, ok=(200,))
         try:
             doc = resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RegistryAuthError(f"the token service of {self.domain} answered with something other than JSON"
                                     ) from None
         finally:

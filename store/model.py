@@ -64,6 +64,8 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"malformed {what}: {exc}") from None
+    except RecursionError:  # the decoder recurses on depth: hostile input must not reach "internal error"
+        raise ManifestError(f"malformed {what}: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"malformed {what}: not a JSON object")
     return doc

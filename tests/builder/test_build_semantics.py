@@ -175,3 +175,23 @@ def test_required_secret_is_checked_even_when_the_step_is_cached(bcli: Cli, ctx:
     write_context(ctx, {"Dockerfile": "FROM busybox\nRUN --mount=type=secret,id=tok test ! -e /run/secrets/tok\n"})
     out = bcli("build", "--network", "none", str(ctx)).stdout
     assert "CACHED [2/2]" not in out
+
+
+# ---------------------------------------------------------------------------- hostile depth
+
+
+def test_deeply_nested_input_is_a_line_error_not_an_internal_error(bcli: Cli, ctx: Path) -> None:
+    deep_sub = "${A:-" * 3000 + "y" + "}" * 3000
+    deep_json = "[" * 5000 + "]" * 5000
+    for line, text in ((3, f"FROM busybox\nARG A\nENV B={deep_sub}\n"), (2, f"FROM busybox\nRUN {deep_json}\n"),
+                       (2, f"FROM busybox\nLABEL x={deep_sub}\n")):
+        write_context(ctx, {"Dockerfile": text})
+        for command in (("build",), ("parse", "-f", str(ctx / "Dockerfile"))):
+            result = bcli(*command, str(ctx), check=False) if command == ("build",) else bcli(*command, check=False)
+            if command[0] == "parse" and result.returncode == 0:
+                continue  # parse does not expand variables
+            assert result.returncode == 1, result
+            assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+            assert result.stderr.startswith(f"pybuild: error: Dockerfile:{line}: "), result.stderr[:300]
+            assert "nested too deeply" in result.stderr
+            assert len(result.stderr) < 1000

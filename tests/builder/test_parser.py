@@ -659,3 +659,42 @@ def test_expand_errors(word: str) -> None:
 
 def test_go_quote() -> None:
     assert go_quote('a"b\\c\td\x00é♥\u200b\U0001f600') == '"a\\"b\\\\c\\td\\x00é♥\\u200b😀"'
+
+
+# ---------------------------------------------------------------------------- hostile depth
+
+
+def test_nested_substitutions_up_to_the_limit_expand_and_deeper_ones_are_a_line_error() -> None:
+    from pybuild.builder.shellwords import MAX_NESTING
+
+    def nested(n: int) -> str:
+        return "${A:-" * n + "y" + "}" * n
+
+    assert expand(nested(MAX_NESTING - 1), {}) == "y"
+    for depth in (MAX_NESTING + 1, 3000, 100_000):
+        with pytest.raises(DockerfileError, match="nested too deeply") as info:
+            expand(nested(depth), {"A": ""})
+        assert len(str(info.value)) < 400  # the word is shortened in the message
+    # through the builder's expansion of an instruction, the error names the line
+    stage = parse_dockerfile("FROM scratch\nARG A\nENV B=" + nested(3000) + "\n").stages[0]
+    env = stage.instructions[1]
+    with pytest.raises(DockerfileError, match="nested too deeply"):
+        env.expand({}, "\\")
+
+
+def test_deep_json_arrays_are_refused_at_their_line_without_recursion() -> None:
+    for depth in (65, 3000, 200_000):
+        with pytest.raises(DockerfileError, match=r"JSON array nested too deeply") as info:
+            parse_dockerfile("FROM scratch\nRUN " + "[" * depth + "]" * depth + "\n")
+        assert info.value.line == 2 and "Dockerfile:2:" in str(info.value)
+        assert len(str(info.value)) < 500
+    # a bracket inside a string is not nesting
+    run = one('RUN ["echo", "' + "[" * 500 + '"]')
+    assert isinstance(run, Run) and run.command == ["echo", "[" * 500]
+
+
+def test_deep_json_in_manifests_is_a_manifest_error() -> None:
+    from pybuild.store.model import ManifestError, Manifest
+
+    with pytest.raises(ManifestError, match="nested too deeply"):
+        Manifest.from_bytes(b"[" * 100_000 + b"]" * 100_000)
