@@ -694,7 +694,7 @@ def test_deep_json_arrays_are_refused_at_their_line_without_recursion() -> None:
 
 
 def test_deep_json_in_manifests_is_a_manifest_error() -> None:
-    from pybuild.store.model import ManifestError, Manifest
+    from pybuild.store.model import Manifest, ManifestError
 
     with pytest.raises(ManifestError, match="nested too deeply"):
         Manifest.from_bytes(b"[" * 100_000 + b"]" * 100_000)
