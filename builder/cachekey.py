@@ -29,9 +29,9 @@ def base_key(kind: str, ident: str) -> str:
     return step_key("", "FROM", base=kind, ident=ident)
 
 
-def slot_id(dockerfile_id: str, stage: int, step: int) -> str:
-    """The position of a step in a Dockerfile (which file, which stage, which step)."""
-    return step_key("", "slot", dockerfile=dockerfile_id, stage=stage, step=step)
+def slot_id(dockerfile_id: str, stage: int) -> str:
+    """One stage of a Dockerfile (which file, which stage): where its steps' last inputs are kept."""
+    return step_key("", "slot", dockerfile=dockerfile_id, stage=stage)
 
 
 def _changed_files(old: Mapping[str, str], new: Mapping[str, str], limit: int = 5) -> str:
@@ -46,13 +46,11 @@ def _changed_files(old: Mapping[str, str], new: Mapping[str, str], limit: int = 
     return "; ".join(parts)
 
 
-def explain_miss(previous: SlotInputs | None, current: SlotInputs) -> str:
-    """One line saying why ``current`` had no cache hit, by comparison with the last build there."""
-    if previous is None:
-        return "no earlier build of this step"
-    if previous.parent != current.parent:
-        return "the step before it changed"
+def own_change(previous: SlotInputs, current: SlotInputs) -> str | None:
+    """What changed in the step itself since the last build (not in the steps before it), or None."""
     if previous.text != current.text:
+        if previous.text.startswith("FROM ") and current.text.startswith("FROM "):
+            return f"the base image changed (was: {previous.text[5:]})"
         return f"the instruction changed (was: {previous.text})"
     arg_changes = []
     for name in sorted(set(previous.args) | set(current.args)):
@@ -66,6 +64,24 @@ def explain_miss(previous: SlotInputs | None, current: SlotInputs) -> str:
     if previous.files != current.files:
         detail = _changed_files(previous.files, current.files)
         return "source files " + (detail if detail else "changed")
+    return None
+
+
+def explain_miss(previous: SlotInputs | None, current: SlotInputs, upstream: str | None = None) -> str:
+    """One line saying why ``current`` had no cache hit, by comparison with the last build there.
+
+    ``upstream`` is the first change found in the steps before this one (a
+    changed build arg, an edited instruction, another base image): when this
+    step missed only because what it builds on changed, that is the reason
+    given, not "the step before it changed".
+    """
+    if previous is None:
+        return "no earlier build of this step"
+    if previous.parent != current.parent:
+        return upstream or "the step before it changed"
+    own = own_change(previous, current)
+    if own is not None:
+        return own
     if previous.key == current.key:
         return "its cache record was removed (pruned)"
     return "its inputs changed"

@@ -32,7 +32,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pybuild.errors import BuildError, LayerError, UsageError
 from pybuild.records import record
@@ -365,7 +365,7 @@ class Context(SourceTree):
                 break
             head += chunk
         if detect(head) is not Compression.NONE or tar_header_ok(head):
-            return cls.from_tar(_Prepended(head, stream), scratch_dir, dockerfile), None
+            return cls.from_tar(cast(BinaryIO, _Prepended(head, stream)), scratch_dir, dockerfile), None
         try:
             text = (head + stream.read()).decode()
         except UnicodeDecodeError:

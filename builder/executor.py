@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +44,7 @@ from . import cachekey, imageconfig
 from .checksum import ChecksumCache, checksum_sources
 from .context import Context, SourceTree
 from .copy import copy_instruction, heredoc_sources, make_dirs, resolve_chown
+from .imageconfig import ConfigDraft
 from .instructions import (
     Add,
     Arg,
@@ -156,6 +159,7 @@ class Builder:
         self._epoch = _source_date_epoch()
         self.plan: BuildPlan | None = None
         self._dockerfile_id = ""
+        self.stage_causes: dict[int, str | None] = {}  # why each stage built differs from last time
 
     # ---- entry point ------------------------------------------------------------------
 
@@ -235,7 +239,8 @@ class Builder:
                     declared.update(instr.names)
         unused = sorted(a for a in self.opts.build_args if a not in declared and a not in PROXY_ARGS)
         if unused:
-            self.out.line(f"[Warning] One or more build-args {unused} were not consumed")
+            # Docker prints Go's form of a list of strings: [A B]
+            self.out.line(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
 
     # ---- stages ---------------------------------------------------------------------------
 
@@ -408,8 +413,38 @@ def describe(instr: Instruction) -> str:
     return instr.original.strip() if instr.original else type(instr).keyword
 
 
+class _SeenNames(Mapping[str, str]):
+    """An expansion environment that notes which names were looked up (the ARGs a step used)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self.env[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.names.add(name)
+        return self.env.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.env)
+
+    def __len__(self) -> int:
+        return len(self.env)
+
+
 class _StageRun:
-    """One stage being built: its ARG values, the state so far, step numbering."""
+    """One stage being built: its ARG values, the state so far, step numbering.
+
+    Metadata instructions (ENV, LABEL, CMD...) change a :class:`ConfigDraft`
+    and advance the cache key, each in O(1): no record, no blob, no config
+    rebuilt per instruction. The draft becomes a :class:`State` when a
+    filesystem step needs one (``_current``) and at the end of the stage,
+    whose pending changes get one cache record (so a rebuild reuses their
+    history timestamps and gives the same image).
+    """
 
     def __init__(self, builder: Builder, planned: PlannedStage, deps: Mapping[int, State]) -> None:
         self.b = builder
@@ -426,38 +461,101 @@ class _StageRun:
         self.checksums: ChecksumCache | None = None
         many = len(self.plan.needed) > 1
         self.label_prefix = f"{planned.label} " if many else ""
+        self.state: State | None = None  # the last state made whole
+        self.key = ""  # the cache key of the steps so far (metadata steps included)
+        self.draft: ConfigDraft | None = None  # metadata changes since ``state``
+        self.pending_history: list[HistoryEntry] = []
+        self.pending_author: str | None = None
+        self.slot = cachekey.slot_id(builder.dockerfile_id(), planned.index)
+        self.inputs_before: dict[int, SlotInputs] = {}
+        self.inputs_now: dict[int, SlotInputs] = {}
+        self.cause: str | None = None  # the first change found in this stage since the last build
 
     # ---- helpers -----------------------------------------------------------------------------
 
     def label(self) -> str:
         return f"{self.label_prefix}{self.step_no}/{max(self.steps_total, self.step_no)}"
 
-    def expansion_env(self, config: ContainerConfig) -> dict[str, str]:
-        env = {k: v for k, v in self.b.opts.build_args.items() if k in PROXY_ARGS}
-        env.update(self.args)
-        env.update(imageconfig.env_map(config))
-        return env
+    def _draft(self) -> ConfigDraft:
+        if self.draft is None:
+            assert self.state is not None
+            self.draft = ConfigDraft(self.state.config.config)
+        return self.draft
 
-    def _history(self, config: ImageConfig, created_by: str, empty: bool) -> tuple[HistoryEntry, ...]:
-        entry = HistoryEntry(created=self.b.now(), created_by=created_by,
-                             comment="pybuild.dockerfile.v0", empty_layer=empty)
-        return (*config.history, entry)
+    def expansion_env(self) -> Mapping[str, str]:
+        """What ``$VAR`` sees: the image's env, then the stage's ARGs, then the proxy build args."""
+        values = self.draft.values if self.draft is not None else \
+            imageconfig.env_map(self._whole().config.config)
+        proxies = {k: v for k, v in self.b.opts.build_args.items() if k in PROXY_ARGS}
+        return ChainMap(values, self.args, proxies)
+
+    def _whole(self) -> State:
+        assert self.state is not None
+        return self.state
+
+    def _current(self) -> State:
+        """The state with the pending metadata changes applied (for a filesystem step)."""
+        state = self._whole()
+        if self.draft is not None or self.pending_history or self.pending_author is not None:
+            config = state.config
+            if self.draft is not None:
+                config = records.replace(config, config=self.draft.freeze())
+            config = records.replace(config, history=(*config.history, *self.pending_history),
+                                     author=self.pending_author if self.pending_author is not None
+                                     else config.author)
+            state = State(config, state.layers, self.key)
+            self._settle(state)
+        return state
+
+    def _settle(self, state: State) -> None:
+        """``state`` is where the stage is now: nothing pending."""
+        self.state = state
+        self.key = state.key
+        self.draft = None
+        self.pending_history = []
+        self.pending_author = None
 
     # ---- the stage ------------------------------------------------------------------------------
 
     def execute(self) -> State:
+        cache = self.store.build_cache
+        self.inputs_before = {} if self.b.opts.no_cache else cache.last_inputs(self.slot)
+        done = False
         try:
             state = self._from()
             triggers = self._onbuild_triggers(state)
-            state = records.replace(state, config=records.replace(
-                state.config, config=records.replace(state.config.config, on_build=())))
+            self._settle(records.replace(state, config=records.replace(
+                state.config, config=records.replace(state.config.config, on_build=()))))
             for step_index, instr in enumerate([*triggers, *self.planned.stage.instructions]):
                 self.b._check_cancel()
-                state = self._step(state, instr, step_index)
-            return state
+                self._step(instr, step_index)
+            final = self._finish()
+            done = True
+            return final
         finally:
+            self.b.stage_causes[self.planned.index] = self.cause
             if self.checksums is not None:
                 self.checksums.close()
+            # a failed build keeps what it knew of the steps it did not reach
+            kept = self.inputs_now if done else {**self.inputs_before, **self.inputs_now}
+            with contextlib.suppress(OSError):
+                cache.remember_inputs(self.slot, kept)
+
+    def _finish(self) -> State:
+        """The stage's final state; trailing metadata changes get one cache record."""
+        if self.draft is None and not self.pending_history and self.pending_author is None:
+            return self._whole()
+        key = self.key
+        if not self.b.opts.no_cache:
+            record = self.store.build_cache.get(key)
+            if record is not None and self._usable(record):
+                self.store.build_cache.touch(key)
+                self.b.used(key)
+                config = ImageConfig.from_bytes(self.store.blobs.read(record.config_digest))
+                state = State(config, record.layers, key)
+                self._settle(state)
+                return state
+        return self._save(key, self._current())
 
     def _from(self) -> State:
         base = self.planned.base
@@ -466,19 +564,33 @@ class _StageRun:
         if base.kind == "scratch":
             config = ImageConfig(config=ContainerConfig(env=(DEFAULT_PATH_ENV,)), platform=Platform.host())
             self.b.out.step(self.label(), "FROM scratch")
-            return State(config, (), cachekey.base_key("scratch", ""))
+            state = State(config, (), cachekey.base_key("scratch", ""))
+            self._note_from(state, "FROM scratch")
+            return state
         if base.kind == "stage":
             assert base.stage is not None
             parent = self.deps[base.stage]
-            self.b.out.step(self.label(), f"FROM {self.plan.stages[base.stage].label}")
-            return State(parent.config, parent.layers, cachekey.step_key(parent.key, "FROM-stage"))
+            label = self.plan.stages[base.stage].label
+            self.b.out.step(self.label(), f"FROM {label}")
+            state = State(parent.config, parent.layers, cachekey.step_key(parent.key, "FROM-stage"))
+            self._note_from(state, f"FROM {label}", self.b.stage_causes.get(base.stage))
+            return state
         image = self.b.base_image(base.name, instr)
         self.b.out.step(self.label(), f"FROM {base.name}@{image.manifest_digest[:19]}")
         config = records.replace(image.config, platform=Platform.host())
         if not any(e.startswith("PATH=") for e in config.config.env):
             config = records.replace(config, config=records.replace(
                 config.config, env=(DEFAULT_PATH_ENV, *config.config.env)))
-        return State(config, tuple(image.manifest.layers), cachekey.base_key("image", image.manifest_digest))
+        state = State(config, tuple(image.manifest.layers), cachekey.base_key("image", image.manifest_digest))
+        self._note_from(state, f"FROM {base.name}@{image.manifest_digest}")
+        return state
+
+    def _note_from(self, state: State, text: str, stage_cause: str | None = None) -> None:
+        inputs = SlotInputs(state.key, "", text)
+        self._track_cause(-1, inputs)
+        if self.cause is None and stage_cause is not None and self._changed(-1, inputs):
+            self.cause = stage_cause  # FROM a stage that changed: its reason is this stage's
+        self.inputs_now[-1] = inputs
 
     def _onbuild_triggers(self, state: State) -> list[Instruction]:
         out: list[Instruction] = []
@@ -493,26 +605,26 @@ class _StageRun:
 
     # ---- one step -------------------------------------------------------------------------------
 
-    def _step(self, state: State, instr: Instruction, step_index: int) -> State:
+    def _step(self, instr: Instruction, step_index: int) -> None:
         if isinstance(instr, Arg):
-            self._declare_args(instr, state.config.config)
-            return state
+            self._declare_args(instr)
+            return
         if isinstance(instr, _FS_STEPS):
             self.step_no += 1
-        slot = cachekey.slot_id(self.b.dockerfile_id(), self.planned.index, step_index)
-        env = self.expansion_env(state.config.config)
+        env = self.expansion_env()
         if isinstance(instr, Run):
-            return self._run(state, instr, env, slot)
-        if isinstance(instr, Copy | Add):
-            return self._copy(state, instr, env, slot)
-        if isinstance(instr, Maintainer):
-            return self._metadata(state, instr, env, slot, author=instr.maintainer)
-        if isinstance(instr, Workdir):
-            return self._workdir(state, instr, env, slot)
-        return self._metadata(state, instr, env, slot)
+            self._settle(self._run(self._current(), instr, env, step_index))
+        elif isinstance(instr, Copy | Add):
+            self._settle(self._copy(self._current(), instr, env, step_index))
+        elif isinstance(instr, Workdir):
+            self._settle(self._workdir(self._current(), instr, env, step_index))
+        elif isinstance(instr, Maintainer):
+            self._metadata(instr, env, step_index, author=instr.maintainer)
+        else:
+            self._metadata(instr, env, step_index)
 
-    def _declare_args(self, instr: Arg, config: ContainerConfig) -> None:
-        expanded = instr.expand(self.expansion_env(config), self.escape)
+    def _declare_args(self, instr: Arg) -> None:
+        expanded = instr.expand(self.expansion_env(), self.escape)
         for name, default in expanded.pairs:
             if name in self.b.opts.build_args:
                 self.args[name] = self.b.opts.build_args[name]
@@ -523,26 +635,44 @@ class _StageRun:
             else:
                 self.args.pop(name, None)
 
-    def _lookup(self, key: str, inputs: SlotInputs, slot: str, text: str,
-                numbered: bool) -> State | None:
+    # ---- the cache, and why it missed ------------------------------------------------------------
+
+    def _changed(self, step_index: int, inputs: SlotInputs) -> bool:
+        previous = self.inputs_before.get(step_index)
+        return previous is not None and previous.key != inputs.key
+
+    def _track_cause(self, step_index: int, inputs: SlotInputs) -> None:
+        """Remember the first step of the stage whose own inputs changed since the last build."""
+        if self.cause is not None or not self.inputs_before:
+            return
+        previous = self.inputs_before.get(step_index)
+        if previous is None:
+            self.cause = f"a step was added or moved: {inputs.text}"
+        elif previous.key != inputs.key:
+            self.cause = cachekey.own_change(previous, inputs)
+
+    def _lookup(self, key: str, inputs: SlotInputs, step_index: int, text: str) -> State | None:
         """A cache hit for ``key`` (printed as CACHED), or None after saying why it missed."""
+        upstream = self.cause
+        self._track_cause(step_index, inputs)
         cache = self.store.build_cache
         if not self.b.opts.no_cache:
             record = cache.get(key)
             if record is not None and self._usable(record):
                 cache.touch(key)
-                cache.remember_inputs(slot, inputs)
+                self.inputs_now[step_index] = inputs
                 self.b.used(key)
-                if numbered:
-                    self.b.out.step(self.label(), text, cached=True)
-                    self.b.count(cached=True)
+                self.b.out.step(self.label(), text, cached=True)
+                self.b.count(cached=True)
                 config = ImageConfig.from_bytes(self.store.blobs.read(record.config_digest))
                 return State(config, record.layers, key)
-        if numbered:
-            self.b.out.step(self.label(), text)
-            reason = "--no-cache" if self.b.opts.no_cache else cachekey.explain_miss(cache.last_inputs(slot), inputs)
-            self.b.out.miss(self.label(), reason)
-            self.b.count(cached=False, miss_reason=f"{text}: {reason}", run=text.startswith("RUN"))
+        self.b.out.step(self.label(), text)
+        if self.b.opts.no_cache:
+            reason = "--no-cache"
+        else:
+            reason = cachekey.explain_miss(self.inputs_before.get(step_index), inputs, upstream)
+        self.b.out.miss(self.label(), reason)
+        self.b.count(cached=False, miss_reason=f"{text}: {reason}", run=text.startswith("RUN"))
         return None
 
     def _usable(self, record: CacheRecord) -> bool:
@@ -552,12 +682,15 @@ class _StageRun:
             return False
         return not record.diff_ids or self.store.layers.exists(_digest.chain_id(list(record.diff_ids)))
 
-    def _save(self, key: str, state: State, inputs: SlotInputs, slot: str) -> State:
+    def _save(self, key: str, state: State, inputs: SlotInputs | None = None, step_index: int = 0) -> State:
         config_digest = self.store.blobs.put(state.config.to_bytes())
         self.store.build_cache.put(CacheRecord(key, config_digest, state.layers, state.config.diff_ids, time.time()))
-        self.store.build_cache.remember_inputs(slot, inputs)
+        if inputs is not None:
+            self.inputs_now[step_index] = inputs
         self.b.used(key)
-        return records.replace(state, key=key)
+        state = records.replace(state, key=key)
+        self._settle(state)
+        return state
 
     def checksum_memo(self) -> ChecksumCache:
         """The store's memo of content digests, opened once per stage (its connection is per thread)."""
@@ -568,36 +701,45 @@ class _StageRun:
     def _public_args(self) -> dict[str, str]:
         return {k: v for k, v in sorted(self.args.items()) if k not in PROXY_ARGS}
 
+    def _args_used(self, names: set[str]) -> dict[str, str]:
+        """The stage's ARGs among ``names`` (those an expansion looked up), for explaining a miss."""
+        return {k: v for k, v in sorted(self.args.items()) if k in names and k not in PROXY_ARGS}
+
+    def _history(self, config: ImageConfig, created_by: str, empty: bool) -> tuple[HistoryEntry, ...]:
+        entry = HistoryEntry(created=self.b.now(), created_by=created_by,
+                             comment="pybuild.dockerfile.v0", empty_layer=empty)
+        return (*config.history, entry)
+
     # ---- metadata steps -----------------------------------------------------------------------------
 
-    def _metadata(self, state: State, instr: Instruction, env: dict[str, str], slot: str,
-                  author: str | None = None) -> State:
-        config = state.config.config
+    def _metadata(self, instr: Instruction, env: Mapping[str, str], step_index: int,
+                  author: str | None = None) -> None:
+        seen = _SeenNames(env)
+        expanded = instr.expand(seen, self.escape) if hasattr(instr, "expand") else instr
         if author is None:
-            new_cfg = imageconfig.apply(config, instr, extra_env=self.args, escape=self.escape,
-                                        cmd_set_in_stage=self.cmd_set)
+            self._draft().apply(expanded, cmd_set_in_stage=self.cmd_set)
         else:
-            new_cfg = config
+            self.pending_author = author
         if isinstance(instr, Cmd):
             self.cmd_set = True
-        text = describe(instr.expand(env, self.escape) if hasattr(instr, "expand") else instr)
-        key = cachekey.step_key(state.key, "config", config=new_cfg.to_json(), author=author, text=text)
-        inputs = SlotInputs(key, state.key, text)
-        hit = self._lookup(key, inputs, slot, text, numbered=False)
-        if hit is not None:
-            return hit
-        img = records.replace(state.config, config=new_cfg, history=self._history(state.config, text, True),
-                                  author=author if author is not None else state.config.author)
-        return self._save(key, State(img, state.layers, key), inputs, slot)
+        text = describe(expanded)
+        key = cachekey.step_key(self.key, "config", text=text, author=author)
+        inputs = SlotInputs(key, self.key, _as_written(instr), args=self._args_used(seen.names))
+        self._track_cause(step_index, inputs)
+        self.inputs_now[step_index] = inputs
+        self.pending_history.append(HistoryEntry(created=self.b.now(), created_by=text,
+                                                 comment="pybuild.dockerfile.v0", empty_layer=True))
+        self.key = key
 
-    def _workdir(self, state: State, instr: Workdir, env: dict[str, str], slot: str) -> State:
+    def _workdir(self, state: State, instr: Workdir, env: Mapping[str, str], step_index: int) -> State:
         config = state.config.config
-        new_cfg = imageconfig.apply(config, instr, extra_env=self.args, escape=self.escape)
-        path = new_cfg.working_dir
+        seen = _SeenNames(env)
+        path = posixpath.normpath(posixpath.join(config.working_dir or "/", instr.expand(seen, self.escape).path))
+        new_cfg = records.replace(config, working_dir=path)
         text = f"WORKDIR {path}"
         key = cachekey.step_key(state.key, "WORKDIR", path=path, user=config.user)
-        inputs = SlotInputs(key, state.key, text)
-        hit = self._lookup(key, inputs, slot, text, numbered=True)
+        inputs = SlotInputs(key, state.key, _as_written(instr), args=self._args_used(seen.names))
+        hit = self._lookup(key, inputs, step_index, text)
         if hit is not None:
             return hit
         started = time.monotonic()
@@ -606,7 +748,7 @@ class _StageRun:
         img = records.replace(state.config, config=new_cfg)
         if is_dir_below(layers.overlay, chain_lowers(layers, parent), path):
             img = records.replace(img, history=self._history(state.config, text, True))
-            return self._save(key, State(img, state.layers, key), inputs, slot)
+            return self._save(key, State(img, state.layers, key), inputs, step_index)
         # Missing, or behind a symlink: create it in the merged view, following links inside the
         # rootfs (a dangling /app -> /data/app makes /data/app), as BuildKit's mkdir -p does.
         snap = self._new_snapshot(instr, parent)
@@ -625,10 +767,10 @@ class _StageRun:
         if not created:  # it was there after all (through a symlink): no layer
             layers.discard(snap)
             img = records.replace(img, history=self._history(state.config, text, True))
-            return self._save(key, State(img, state.layers, key), inputs, slot)
+            return self._save(key, State(img, state.layers, key), inputs, step_index)
         new_state = self._commit(state, img, snap, text)
         self.b.out.done(self.label(), time.monotonic() - started)
-        return self._save(key, new_state, inputs, slot)
+        return self._save(key, new_state, inputs, step_index)
 
     def _new_snapshot(self, instr: Instruction, parent: str | None) -> Snapshot:
         try:
@@ -645,8 +787,9 @@ class _StageRun:
 
     # ---- COPY / ADD ---------------------------------------------------------------------------------
 
-    def _copy(self, state: State, instr: Copy | Add, env: dict[str, str], slot: str) -> State:
-        expanded = instr.expand(env, self.escape)
+    def _copy(self, state: State, instr: Copy | Add, env: Mapping[str, str], step_index: int) -> State:
+        seen = _SeenNames(env)
+        expanded = instr.expand(seen, self.escape)
         if isinstance(instr, Copy) and instr.from_stage is not None:
             # --from sees the global ARGs only (BuildKit's rule; the plan chose the stages so)
             expanded = records.replace(expanded, from_stage=self.plan.expand_from(instr.from_stage))
@@ -664,8 +807,8 @@ class _StageRun:
                 checksum=getattr(expanded, "checksum", None), source=source_name, digest=sources_digest)
             if source_chain is not None or source_name.startswith("image:"):
                 files = {f"<{source_name.partition(':')[0]} {getattr(expanded, 'from_stage', '')}>": source_name}
-            inputs = SlotInputs(key, state.key, text, files=files)
-            hit = self._lookup(key, inputs, slot, text, numbered=True)
+            inputs = SlotInputs(key, state.key, _as_written(instr), args=self._args_used(seen.names), files=files)
+            hit = self._lookup(key, inputs, step_index, text)
             if hit is not None:
                 return hit
             started = time.monotonic()
@@ -690,7 +833,7 @@ class _StageRun:
         if str(summary):
             self.b.out.output(self.label(), f"  {summary}")
         self.b.out.done(self.label(), time.monotonic() - started)
-        return self._save(key, new_state, inputs, slot)
+        return self._save(key, new_state, inputs, step_index)
 
     @contextlib.contextmanager
     def _copy_source(self, instr: Copy | Add, state: State) -> Iterator[tuple[SourceTree | None, str | None, str]]:
@@ -748,7 +891,7 @@ class _StageRun:
 
     # ---- RUN ------------------------------------------------------------------------------------------
 
-    def _run(self, state: State, instr: Run, env: dict[str, str], slot: str) -> State:
+    def _run(self, state: State, instr: Run, env: Mapping[str, str], step_index: int) -> State:
         from .runstep import RunStep
 
         step = RunStep(self, state, instr, env)
@@ -756,8 +899,8 @@ class _StageRun:
         args_used = self._public_args()
         key = cachekey.step_key(state.key, "RUN", args=step.argv, mounts=step.mount_keys, network=step.network,
                                 security=instr.security, build_args=args_used)
-        inputs = SlotInputs(key, state.key, text, args=args_used)
-        hit = self._lookup(key, inputs, slot, text, numbered=True)
+        inputs = SlotInputs(key, state.key, _as_written(instr), args=args_used)
+        hit = self._lookup(key, inputs, step_index, text)
         if hit is not None:
             return hit
         started = time.monotonic()
@@ -770,7 +913,13 @@ class _StageRun:
         history_text = step.history_text(args_used)
         new_state = self._commit(state, state.config, snap, history_text)
         self.b.out.done(self.label(), time.monotonic() - started)
-        return self._save(key, new_state, inputs, slot)
+        return self._save(key, new_state, inputs, step_index)
+
+
+def _as_written(instr: Instruction) -> str:
+    """The instruction as the Dockerfile has it (variables not expanded), one line: what a miss
+    reason quotes, so that a changed build arg is told apart from an edited line."""
+    return " ".join(instr.original.split()) if instr.original else type(instr).keyword
 
 
 def _copy_text(instr: Copy | Add) -> str:

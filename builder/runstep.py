@@ -18,7 +18,7 @@ import posixpath
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,7 @@ SCRIPT_DIR = "/dev/pipes"
 
 
 class RunStep:
-    def __init__(self, stage: _StageRun, state: State, instr: Run, env: dict[str, str]) -> None:
+    def __init__(self, stage: _StageRun, state: State, instr: Run, env: Mapping[str, str]) -> None:
         self.stage = stage
         self.b = stage.b
         self.state = state
@@ -348,7 +348,7 @@ def build_cgroup_prefix(store_root: Path) -> str:
     return f"build-{hashlib.sha256(str(store_root).encode()).hexdigest()[:8]}-"
 
 
-def _expand(word: str, env: dict[str, str], escape: str) -> str:
+def _expand(word: str, env: Mapping[str, str], escape: str) -> str:
     from . import shellwords
 
     return shellwords.expand(word, env, escape)

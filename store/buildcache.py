@@ -6,10 +6,10 @@ the image so far. Records are GC roots: their blobs and layer chains stay
 until ``pybuild builder prune`` drops the records.
 
 Records live under ``buildcache/records/<key-hex>.json``, written atomically.
-``buildcache/slots/`` keeps, per position in a Dockerfile, what the last
-build there used (the step text, build args, source file digests), so a miss
-can be explained by comparison. Both are small JSON files; no index to keep
-consistent.
+``buildcache/slots/`` keeps, per stage of a Dockerfile, what the last build
+of each step there used (the step text, build args, source file digests), so
+a miss can be explained by comparison. Both are small JSON files; no index to
+keep consistent.
 """
 
 from __future__ import annotations
@@ -134,15 +134,23 @@ class BuildCache:
     def _slot_path(self, slot: str) -> Path:
         return self.slots / f"{_digest.hex_of(slot)}.json"
 
-    def last_inputs(self, slot: str) -> SlotInputs | None:
-        try:
-            return SlotInputs.from_json(json.loads(self._slot_path(slot).read_bytes()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
+    def last_inputs(self, slot: str) -> dict[int, SlotInputs]:
+        """What each step of one stage of a Dockerfile (the slot) was built from last time, by step index.
 
-    def remember_inputs(self, slot: str, inputs: SlotInputs) -> None:
-        previous = self.last_inputs(slot)
-        if previous is not None and previous.to_json() == inputs.to_json():
-            return  # a rebuild that changed nothing writes nothing
+        One file per stage, read once and written once per build: a step costs
+        no file of its own (a Dockerfile may hold thousands of them).
+        """
+        try:
+            doc = json.loads(self._slot_path(slot).read_bytes())
+            return {int(k): SlotInputs.from_json(v) for k, v in doc["steps"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return {}
+
+    def remember_inputs(self, slot: str, steps: dict[int, SlotInputs]) -> None:
+        doc = {"steps": {str(k): v.to_json() for k, v in sorted(steps.items())}}
+        data = json.dumps(doc, sort_keys=True).encode()
+        with contextlib.suppress(OSError):
+            if self._slot_path(slot).read_bytes() == data:
+                return  # a rebuild that changed nothing writes nothing
         self._ensure()
-        atomic_write(self._slot_path(slot), json.dumps(inputs.to_json()).encode(), durable=False)
+        atomic_write(self._slot_path(slot), data, durable=False)

@@ -195,3 +195,50 @@ def test_deeply_nested_input_is_a_line_error_not_an_internal_error(bcli: Cli, ct
             assert result.stderr.startswith(f"pybuild: error: Dockerfile:{line}: "), result.stderr[:300]
             assert "nested too deeply" in result.stderr
             assert len(result.stderr) < 1000
+
+
+# ---------------------------------------------------------------------------- why a step missed
+
+
+def test_miss_reasons_name_the_real_cause(bcli: Cli, ctx: Path) -> None:
+    df = """\
+FROM busybox
+ARG APP_VERSION=1.0
+LABEL version=$APP_VERSION
+ENV STAGE=one
+RUN echo built > /b
+"""
+    write_context(ctx, {"Dockerfile": df})
+    bcli("build", "--network", "none", "--build-arg", "APP_VERSION=1.1", str(ctx))
+    out = bcli("build", "--network", "none", "--explain", "--build-arg", "APP_VERSION=1.2",
+               "--build-arg", "UNUSED=x", "--build-arg", "ALSO_UNUSED=y", str(ctx)).stdout
+    assert "cache miss [2/2]: build arg changed: APP_VERSION (1.1 -> 1.2)" in out
+    assert "the step before it changed" not in out
+    assert "[Warning] One or more build-args [ALSO_UNUSED UNUSED] were not consumed" in out
+    write_context(ctx, {"Dockerfile": df.replace("STAGE=one", "STAGE=two")})
+    out = bcli("build", "--network", "none", "--explain", "--build-arg", "APP_VERSION=1.2", str(ctx)).stdout
+    assert "cache miss [2/2]: the instruction changed (was: ENV STAGE=one)" in out
+    # another base image
+    bcli("tag", "busybox", "other:v1")
+    bcli("build", "-t", "other:v1", "-", input=b"FROM busybox\nLABEL other=1\n")
+    write_context(ctx, {"Dockerfile": df.replace("FROM busybox", "FROM other:v1").replace("STAGE=one", "STAGE=two")})
+    out = bcli("build", "--network", "none", "--explain", "--build-arg", "APP_VERSION=1.2", str(ctx)).stdout
+    assert "cache miss [2/2]: the base image changed (was: busybox@sha256:" in out
+
+
+def test_thousands_of_metadata_instructions_cost_one_record(bcli: Cli, ctx: Path) -> None:
+    """Each LABEL/ENV costs O(1): no cache record, config blob or file per instruction (the build was
+    quadratic: 4,000 LABELs took 116 s). bench/bench_dockerfile_size.py measures the time."""
+    lines = ["FROM busybox"] + [f"LABEL l{i}=v{i}" for i in range(2000)] + [f"ENV E{i}=${{E{i - 1}:-x}}{i}"
+                                                                            for i in range(1, 500)]
+    write_context(ctx, {"Dockerfile": "\n".join([*lines, "RUN echo $E499 > /e", *lines[1:50]]) + "\n"})
+    records_dir = bcli.root / "buildcache" / "records"
+    before = len(list(records_dir.glob("*.json"))) if records_dir.exists() else 0
+    bcli("build", "-t", "many:v1", "--network", "none", str(ctx))
+    assert len(list(records_dir.glob("*.json"))) - before == 2  # the RUN, and the stage's trailing LABELs
+    image = inspect(bcli, "many:v1")
+    assert image["Config"]["Labels"]["l1999"] == "v1999" and len(image["Config"]["Labels"]) == 2000
+    assert f"E499=x{''.join(str(i) for i in range(1, 500))}" in image["Config"]["Env"]
+    assert _sh(bcli, "many:v1", "cat /e") == "x" + "".join(str(i) for i in range(1, 500)) + "\n"
+    again = bcli("build", "-t", "many:v1", "--network", "none", str(ctx)).stdout
+    assert "CACHED [2/2]" in again and inspect(bcli, "many:v1")["Id"] == image["Id"]
