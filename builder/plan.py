@@ -170,9 +170,12 @@ def _referenced_stages(instr: object, args: Mapping[str, str], escape: str) -> l
         refs.append(shellwords.expand(instr.from_stage, args, escape))
     if isinstance(instr, Run):
         for text in instr.mounts:
-            raw = raw_from(text)
+            try:
+                raw = raw_from(text)
+            except ValueError as exc:
+                raise _error(instr, f"invalid RUN --mount: {exc}") from None
             if raw:
-                refs.append(shellwords.expand(raw, args, escape))
+                refs.append(raw)
     return refs
 
 

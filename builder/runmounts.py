@@ -48,14 +48,6 @@ class MountSpec:
         return ",".join(parts)
 
 
-def _bool(value: str | None, key: str) -> bool:
-    if value is None or value.lower() in ("", "true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise ValueError(f"invalid value {value!r} for {key}")
-
-
 def _int(value: str, key: str, base: int = 10) -> int:
     try:
         return int(value, base)
@@ -73,67 +65,113 @@ def _size(value: str) -> int:
     return _int(text, "size") * mult
 
 
-def parse_mount(text: str, workdir: str = "/") -> MountSpec:
-    """One ``--mount`` value; raises ValueError with a message naming what is wrong.
+_KEYS = ("type", "from", "source", "target", "readonly", "id", "sharing", "required", "size", "mode", "uid", "gid",
+         "src", "dst", "destination", "ro", "rw", "readwrite", "env")
 
-    A relative ``target`` is joined to ``workdir`` (the step's WORKDIR), as
-    BuildKit does; a cache mount's default ``id`` is the target as written.
+
+def _parse_bool(value: str, key: str) -> bool:
+    """Go's strconv.ParseBool, as BuildKit reads ro=, rw=, required=."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError(f"invalid value for {key}: {value}")
+
+
+def parse_mount(text: str, workdir: str = "/") -> MountSpec:
+    """One ``--mount`` value (variables already expanded); raises ValueError naming what is wrong.
+
+    The rules are BuildKit's: unknown keys, keys that do not belong to the
+    mount's type (``size`` off tmpfs, ``mode``/``uid``/``gid`` on bind or
+    tmpfs, ``required`` off secrets, ``sharing`` off caches) and bare words
+    other than ``ro``/``rw``/``required`` are errors, never ignored. A
+    relative ``target`` is joined to ``workdir`` (the step's WORKDIR); a
+    cache mount's default ``id`` is the target as written.
     """
     fields = next(csv.reader([text]), [])
-    values: dict[str, str | None] = {}
-    for item in fields:
-        name, eq, text_value = item.partition("=")
-        name = name.strip().lower()
-        if name:
-            values[name] = text_value if eq else None
-    kind = (values.pop("type", None) or "bind").lower()
-    if kind not in MOUNT_TYPES:
-        raise ValueError(f"unsupported mount type {kind!r} (use bind, cache, tmpfs or secret)")
-    if kind == "ssh":
-        raise ValueError("RUN --mount=type=ssh is not supported by pybuild")
-    target: str = values.pop("target", None) or values.pop("dst", None) or values.pop("destination", None) or ""
+    kind = "bind"
+    target = ""
     kwargs: dict[str, object] = {}
-    readonly = kind == "bind"
-    for key, value in values.items():
-        if key in ("source", "src"):
-            kwargs["source"] = value or ""
+    readonly: bool | None = None
+    required: bool | None = None
+    for item in fields:
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq:
+            if key in ("readonly", "ro"):
+                readonly = True
+            elif key in ("readwrite", "rw"):
+                readonly = False
+            elif key == "required":
+                required = True
+            else:
+                raise ValueError(f"invalid field {item!r} must be a key=value pair")
+            continue
+        if key == "type":
+            kind = value.lower()
+            if kind not in MOUNT_TYPES:
+                raise ValueError(f"unsupported mount type {value!r} (use bind, cache, tmpfs or secret)")
+            if kind == "ssh":
+                raise ValueError("RUN --mount=type=ssh is not supported by pybuild")
         elif key == "from":
             kwargs["source_from"] = value or None
-        elif key in ("ro", "readonly"):
-            readonly = _bool(value, key)
-        elif key in ("rw", "readwrite"):
-            readonly = not _bool(value, key)
-        elif key == "id":
-            kwargs["id"] = value or ""
-        elif key == "sharing":
-            if value not in _SHARING:
-                raise ValueError(f"invalid sharing {value!r} (use shared, private or locked)")
-            kwargs["sharing"] = value
-        elif key == "mode":
-            kwargs["mode"] = _int(value or "", "mode", 8)
-        elif key in ("uid", "gid"):
-            kwargs[key] = _int(value or "", key)
-        elif key == "size" and kind == "tmpfs":
-            kwargs["size"] = _size(value or "")
+        elif key in ("source", "src"):
+            kwargs["source"] = value
+        elif key in ("target", "dst", "destination"):
+            target = value
+        elif key in ("readonly", "ro"):
+            readonly = _parse_bool(value, key)
+        elif key in ("readwrite", "rw"):
+            readonly = not _parse_bool(value, key)
         elif key == "required":
-            kwargs["required"] = _bool(value, key)
-        elif key == "env" and kind == "secret":
+            required = _parse_bool(value, key)
+        elif key == "size":
+            kwargs["size"] = _size(value)
+        elif key == "id":
+            kwargs["id"] = value
+        elif key == "sharing":
+            if value.lower() not in _SHARING:
+                raise ValueError(f"unsupported sharing value {value!r} (use shared, private or locked)")
+            kwargs["sharing"] = value.lower()
+        elif key == "mode":
+            kwargs["mode"] = _int(value, "mode", 8)
+        elif key in ("uid", "gid"):
+            kwargs[key] = _int(value, key)
+        elif key == "env":
             kwargs["env"] = value or None
-        elif key in ("bind-propagation", "bind-nonrecursive", "z", "Z", "relabel"):
-            continue
         else:
-            raise ValueError(f"unknown key {key!r} for a {kind} mount")
+            raise ValueError(f"unexpected key {key!r} in {item!r}" + _suggestion(key))
+    # what belongs to which type (BuildKit checks after reading every field: type= may come last)
+    if required is not None and kind != "secret":
+        raise ValueError(f"unexpected key 'required' for mount type {kind!r}")
+    if "size" in kwargs and kind != "tmpfs":
+        raise ValueError(f"unexpected key 'size' for mount type {kind!r}")
+    if kind not in ("secret", "cache"):
+        for name in ("mode", "uid", "gid"):
+            if name in kwargs:
+                raise ValueError(f"{name} not allowed for {kind!r} type mounts")
+    if "sharing" in kwargs and kind != "cache":
+        raise ValueError(f"invalid cache sharing set for {kind} mount")
+    if "env" in kwargs and kind != "secret":
+        raise ValueError(f"unexpected key 'env' for mount type {kind!r}")
     if kind == "secret":
-        if not kwargs.get("id") and not kwargs.get("source"):
-            if target:
-                kwargs["id"] = posixpath.basename(target)
-            else:
-                raise ValueError("a secret mount needs id= or target=")
+        if kwargs.get("source_from"):
+            raise ValueError("secret mount should not have a from")
+        if not kwargs.get("source") and not target and not kwargs.get("id"):
+            raise ValueError("invalid secret mount. one of source, target required")
+        if kwargs.get("source") and kwargs.get("id"):
+            raise ValueError("both source and id can't be set")
         if not kwargs.get("id"):
-            kwargs["id"] = posixpath.basename(str(kwargs["source"]))
+            kwargs["id"] = kwargs.get("source") or posixpath.basename(target)
+        kwargs.pop("source", None)
         if not target and not kwargs.get("env"):
             target = f"/run/secrets/{kwargs['id']}"
         readonly = True
+    if kind == "tmpfs" and kwargs.get("source_from"):
+        raise ValueError("a tmpfs mount has no source: from= does not apply")
+    if readonly is None:
+        readonly = kind == "bind"
+    kwargs["required"] = bool(required)
     if not target and not (kind == "secret" and kwargs.get("env")):
         raise ValueError(f"a {kind} mount needs target=")
     if kind == "cache" and not kwargs.get("id"):
@@ -145,15 +183,26 @@ def parse_mount(text: str, workdir: str = "/") -> MountSpec:
     return MountSpec(type=kind, target=target, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
+def _suggestion(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, _KEYS, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def raw_from(text: str) -> str | None:
     """The ``from=`` value of a ``--mount`` as written (before any expansion), or None.
 
-    ``from=`` is expanded with the global ARGs only, as BuildKit does, while
-    the rest of the mount sees the stage's variables.
+    BuildKit does not expand ``from=`` at all ("define alias stage
+    instead"): a ``$`` in it (but at its end) is an error, raised here as
+    ValueError.
     """
     for item in next(csv.reader([text]), []):
         name, eq, value = item.partition("=")
         if eq and name.strip().lower() == "from":
+            index = value.find("$")
+            if index != -1 and index != len(value) - 1:
+                raise ValueError("'from' doesn't support variable expansion, define alias stage instead")
             return value
     return None
 

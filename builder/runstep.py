@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pybuild import records
 from pybuild.errors import BuildError, PybuildError
 from pybuild.store.fsutil import remove_tree
 from pybuild.store.layers import Snapshot
@@ -55,11 +54,13 @@ class RunStep:
         self.script: tuple[str, str] | None = None  # (file name, content) of a heredoc script with #!
         self.argv = self._argv()
         try:
-            mounts = parse_mounts([_expand(m, env, stage.escape) for m in instr.mounts], config.working_dir or "/")
-            # from= sees the global ARGs only (BuildKit's rule; the plan chose the stages so)
-            self.mounts = [m if m.source_from is None else
-                           records.replace(m, source_from=stage.plan.expand_from(raw_from(text) or ""))
-                           for m, text in zip(mounts, instr.mounts, strict=True)]
+            for text in instr.mounts:
+                raw_from(text)  # from= is never expanded (BuildKit): a $ in it is an error
+        except ValueError as exc:
+            raise _located(instr, f"invalid RUN --mount: {exc}") from None
+        try:
+            self.mounts = parse_mounts([_expand(m, env, stage.escape) for m in instr.mounts],
+                                       config.working_dir or "/")
         except PybuildError as exc:
             raise _located(instr, exc.message) from None
         # "default" (or no --network) is the build's own network; the build's default is the
