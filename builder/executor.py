@@ -804,7 +804,8 @@ class _StageRun:
                 state.key, expanded.keyword, sources=expanded.sources, dest=expanded.dest, workdir=workdir,
                 heredocs=docs, chown=expanded.chown, chmod=expanded.chmod, excludes=expanded.excludes,
                 link=expanded.link, parents=getattr(expanded, "parents", False),
-                checksum=getattr(expanded, "checksum", None), source=source_name, digest=sources_digest)
+                checksum=getattr(expanded, "checksum", None), keep_git_dir=getattr(expanded, "keep_git_dir", False),
+                source=source_name, digest=sources_digest)
             if source_chain is not None or source_name.startswith("image:"):
                 files = {f"<{source_name.partition(':')[0]} {getattr(expanded, 'from_stage', '')}>": source_name}
             inputs = SlotInputs(key, state.key, _as_written(instr), args=self._args_used(seen.names), files=files)

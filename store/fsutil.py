@@ -1,8 +1,9 @@
-"""Small filesystem helpers: atomic writes, fsync of files and directories."""
+"""Small filesystem helpers: atomic writes, fsync, and walking (and removing) trees iteratively by descriptor."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 
@@ -74,12 +75,140 @@ def atomic_file(path: str | os.PathLike[str], mode: int = 0o600) -> Iterator[IO[
         raise
 
 
+# ---- walking trees the caller did not make -----------------------------------------------------------
+
+ENTER, FILE, LEAVE = 0, 1, 2  # the events of :func:`walk`
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TreeChanged(OSError):
+    """A directory was moved or replaced while it was being walked."""
+
+
+class WalkEntry:
+    """One entry met by :func:`walk`. ``parent_fd`` and ``fd`` are the walk's; valid during the event only.
+
+    ``fd`` is the directory's own descriptor for ENTER (-1 otherwise); ``st``
+    is its lstat (for a directory, the fstat of ``fd``); ``rel`` is its path
+    below the root, ``/``-separated, without a leading ``/``.
+    """
+
+    __slots__ = ("parent_fd", "name", "rel", "st", "fd", "skip")
+
+    def __init__(self, parent_fd: int, name: bytes, rel: bytes, st: os.stat_result, fd: int = -1) -> None:
+        self.parent_fd = parent_fd
+        self.name = name
+        self.rel = rel
+        self.st = st
+        self.fd = fd
+        self.skip = False  # set during ENTER: do not descend into this directory
+
+    @property
+    def proc_path(self) -> bytes:
+        """A path naming this entry through its parent's descriptor, never following it (for *xattr)."""
+        return b"/proc/self/fd/%d/%s" % (self.parent_fd, self.name)
+
+
+def _names(fd: int, sort: bool) -> list[bytes]:
+    names = [os.fsencode(n) for n in os.listdir(fd)]
+    if sort:
+        names.sort()
+    return names
+
+
+def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True,
+         make_searchable: bool = False) -> Iterator[tuple[int, WalkEntry]]:
+    """Every entry below ``root``, depth first (pre-order, names sorted as bytes when ``sort``).
+
+    Yields ``(ENTER, e)`` for a directory before its entries and ``(LEAVE, e)``
+    after them, ``(FILE, e)`` for anything else. Iterative, through
+    descriptors: each directory is opened ``O_NOFOLLOW`` relative to its
+    parent and the walk holds one descriptor whatever the depth (it climbs
+    back with ``..`` and checks it arrived where it came from, raising
+    :class:`TreeChanged` otherwise). A symlink is never followed: one swapped
+    in for a directory is met as what it is. Entries that vanish are skipped.
+    ``root`` itself is opened normally (the caller chose it). With
+    ``make_searchable`` a directory the walk may not enter is given u+rwx
+    first (for removing a tree, never for reading one).
+    """
+    cur = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top = os.fstat(cur)
+        frames: list[tuple[tuple[int, int], bytes, Iterator[bytes], WalkEntry | None]] = [
+            ((top.st_dev, top.st_ino), b"", iter(_names(cur, sort)), None)]
+        while frames:
+            ident, reldir, names, dir_entry = frames[-1]
+            name = next(names, None)
+            if name is None:
+                frames.pop()
+                if dir_entry is None:
+                    break
+                parent_ident = frames[-1][0]
+                up = os.open(b"..", DIR_FLAGS, dir_fd=cur)
+                ust = os.fstat(up)
+                os.close(cur)
+                cur = up
+                if (ust.st_dev, ust.st_ino) != parent_ident:
+                    raise TreeChanged(f"{os.fsdecode(dir_entry.rel)} was moved while it was being walked")
+                dir_entry.parent_fd = cur
+                dir_entry.fd = -1
+                yield LEAVE, dir_entry
+                continue
+            try:
+                st = os.stat(name, dir_fd=cur, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            entry = WalkEntry(cur, name, reldir + name, st)
+            if not stat.S_ISDIR(st.st_mode):
+                yield FILE, entry
+                continue
+            try:
+                try:
+                    child = os.open(name, DIR_FLAGS, dir_fd=cur)
+                except PermissionError:
+                    if not make_searchable:
+                        raise
+                    # a directory without read/search permission (only matters without CAP_DAC_OVERRIDE)
+                    os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=cur, follow_symlinks=False)
+                    child = os.open(name, DIR_FLAGS, dir_fd=cur)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                # replaced by a file or a symlink since it was looked at: met as what it is now
+                try:
+                    entry.st = os.stat(name, dir_fd=cur, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield FILE, entry
+                continue
+            try:
+                entry.st = os.fstat(child)
+                entry.fd = child
+                yield ENTER, entry
+                if entry.skip:
+                    continue
+                listing = _names(child, sort)
+            except BaseException:
+                os.close(child)
+                raise
+            if entry.skip:
+                os.close(child)
+                continue
+            os.close(cur)
+            cur = child
+            frames.append(((entry.st.st_dev, entry.st.st_ino), entry.rel + b"/", iter(listing), entry))
+    finally:
+        os.close(cur)
+
+
 def remove_tree(path: str | os.PathLike[str]) -> None:
     """Remove a file or directory tree, tolerating its absence.
 
-    Directories are walked through descriptors opened ``O_NOFOLLOW`` below the
-    one being removed (as shutil.rmtree's fd-based walk does): a symlink
-    swapped in for a directory while the walk runs is unlinked, never followed.
+    Iterative and descriptor-based (:func:`walk`), so neither depth nor a
+    symlink swapped in for a directory while it runs can make it fail or
+    reach outside the tree: a link is unlinked, never followed.
     """
     path = os.fspath(path)
     try:
@@ -91,40 +220,17 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
             os.unlink(path)
         return
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        for event, entry in walk(path, sort=False, make_searchable=True):
+            if event == FILE:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=entry.parent_fd)
+            elif event == LEAVE:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(entry.name, dir_fd=entry.parent_fd)
     except FileNotFoundError:
         return
-    try:
-        _empty_directory(fd)
-    finally:
-        os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         os.rmdir(path)
-
-
-def _empty_directory(dir_fd: int) -> None:
-    with os.scandir(dir_fd) as entries:
-        names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
-    for name, is_dir in names:
-        try:
-            if not is_dir:
-                os.unlink(name, dir_fd=dir_fd)
-                continue
-            try:
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            except PermissionError:  # a directory without read/search permission (not an issue for root)
-                os.chmod(name, 0o700, dir_fd=dir_fd, follow_symlinks=False)
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            except NotADirectoryError:  # replaced by a file or symlink since it was listed
-                os.unlink(name, dir_fd=dir_fd)
-                continue
-            try:
-                _empty_directory(child)
-            finally:
-                os.close(child)
-            os.rmdir(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
 
 
 def read_text(path: str | os.PathLike[str], limit: int = 1 << 20) -> str:

@@ -35,6 +35,7 @@ from pybuild.records import record
 
 from . import digest as _digest
 from .compression import Compression, Compressor, open_compressor, open_decompressed
+from .fsutil import ENTER, LEAVE, WalkEntry, walk
 
 __all__ = [
     "AppliedLayer",
@@ -317,10 +318,14 @@ def _show(name: bytes | str) -> str:
     return name.decode("utf-8", "backslashreplace")
 
 
-def _xattrs_of(path: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """The xattrs to record for ``path`` (sorted) and whether it is an opaque dir."""
+def _xattrs_of(target: bytes | int) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The xattrs to record for an entry (sorted) and whether it is an opaque dir.
+
+    ``target`` is the entry's open descriptor, or a path that names it
+    without following it (``WalkEntry.proc_path``).
+    """
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(target, follow_symlinks=False) if isinstance(target, bytes) else os.listxattr(target)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
             return [], False
@@ -330,40 +335,34 @@ def _xattrs_of(path: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
     out: list[tuple[bytes, bytes]] = []
     opaque = False
     for attr in sorted(names):
-        if attr.startswith("trusted.overlay."):
-            if attr == OVERLAY_OPAQUE_XATTR:
-                opaque = os.getxattr(path, attr, follow_symlinks=False) == b"y"
-            continue
-        if attr in _SKIP_XATTRS_ON_WRITE:
+        if attr in _SKIP_XATTRS_ON_WRITE or attr.startswith("trusted.overlay.") and attr != OVERLAY_OPAQUE_XATTR:
             continue
         try:
-            value = os.getxattr(path, attr, follow_symlinks=False)
+            value = os.getxattr(target, attr, follow_symlinks=False) if isinstance(target, bytes) else \
+                os.getxattr(target, attr)
         except OSError as exc:
             if exc.errno == errno.ENODATA:  # removed meanwhile
                 continue
             raise
+        if attr == OVERLAY_OPAQUE_XATTR:
+            opaque = value == b"y"
+            continue
         out.append((os.fsencode(attr), value))
     return out, opaque
 
 
-def _sorted_names(path: bytes) -> Iterator[bytes]:
-    return iter(sorted(os.listdir(path)))
-
-
 def _walk_into(root: bytes, tw: _TarOut, epoch: int | None) -> None:
+    """Archive the tree below ``root``: iteratively, through directory descriptors (fsutil.walk), so
+    neither its depth nor a symlink swapped in while it is read (a live container's root) can make
+    the tar hold something from outside it."""
     links: dict[tuple[int, int], bytes] = {}
-    stack: list[tuple[bytes, bytes, Iterator[bytes]]] = [(root + b"/", b"", _sorted_names(root))]
     open_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    while stack:
-        absdir, reldir, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            continue
-        path = absdir + name
-        rel = reldir + name
-        try:
-            st = os.lstat(path)
+    entry: WalkEntry | None = None
+    try:
+        for event, entry in walk(root or b"/"):
+            if event == LEAVE:
+                continue
+            name, rel, st = entry.name, entry.rel, entry.st
             mode = st.st_mode
             fmt = stat.S_IFMT(mode)
             perm = mode & 0o7777
@@ -371,6 +370,7 @@ def _walk_into(root: bytes, tw: _TarOut, epoch: int | None) -> None:
             if epoch is not None and mtime > epoch:
                 mtime = epoch
             uid, gid = st.st_uid, st.st_gid
+            reldir = rel[: len(rel) - len(name)]
 
             if fmt == stat.S_IFCHR and st.st_rdev == 0:
                 # overlay whiteout -> .wh.<name> (empty regular file), as moby does
@@ -379,13 +379,12 @@ def _walk_into(root: bytes, tw: _TarOut, epoch: int | None) -> None:
             if fmt == stat.S_IFSOCK:
                 continue  # sockets cannot be archived (tar skips them too)
 
-            if fmt == stat.S_IFDIR:
-                xattrs, opaque = _xattrs_of(path)
+            if event == ENTER:
+                xattrs, opaque = _xattrs_of(entry.fd)
                 tw.write(_header(rel + b"/", perm, uid, gid, 0, mtime, _DIRTYPE, xattrs=xattrs))
                 if opaque:
                     tw.write(_header(rel + b"/" + WHITEOUT_OPAQUE, perm & 0o777, uid, gid, 0,
                                      mtime, _REGTYPE))
-                stack.append((path + b"/", rel + b"/", _sorted_names(path)))
                 continue
 
             if st.st_nlink > 1:
@@ -396,20 +395,22 @@ def _walk_into(root: bytes, tw: _TarOut, epoch: int | None) -> None:
                     continue
                 links[key] = rel
 
-            xattrs, _ = _xattrs_of(path)
             if fmt == stat.S_IFREG:
-                fd = os.open(path, open_flags)
+                fd = os.open(name, open_flags, dir_fd=entry.parent_fd)
                 try:
                     fst = os.fstat(fd)
                     if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
-                        raise LayerError(f"{_show(path)}: file changed while it was being read")
+                        raise LayerError(f"{_show(rel)}: file changed while it was being read")
+                    xattrs, _ = _xattrs_of(fd)
                     size = st.st_size
                     tw.write(_header(rel, perm, uid, gid, size, mtime, _REGTYPE, xattrs=xattrs))
-                    tw.copy_file(fd, size, path)
+                    tw.copy_file(fd, size, rel)
                 finally:
                     os.close(fd)
-            elif fmt == stat.S_IFLNK:
-                target = os.readlink(path)
+                continue
+            xattrs, _ = _xattrs_of(entry.proc_path)
+            if fmt == stat.S_IFLNK:
+                target = os.readlink(name, dir_fd=entry.parent_fd)
                 tw.write(_header(rel, perm, uid, gid, 0, mtime, _SYMTYPE, target, xattrs=xattrs))
             elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
                 typeflag = _CHRTYPE if fmt == stat.S_IFCHR else _BLKTYPE
@@ -418,9 +419,10 @@ def _walk_into(root: bytes, tw: _TarOut, epoch: int | None) -> None:
             elif fmt == stat.S_IFIFO:
                 tw.write(_header(rel, perm, uid, gid, 0, mtime, _FIFOTYPE, xattrs=xattrs))
             else:
-                raise LayerError(f"{_show(path)}: unsupported file type {fmt:o}")
-        except OSError as exc:
-            raise LayerError(f"cannot archive {_show(path)}: {exc.strerror or exc}") from exc
+                raise LayerError(f"{_show(rel)}: unsupported file type {fmt:o}")
+    except OSError as exc:
+        where = _show(os.path.join(root, entry.rel)) if entry is not None else _show(root)
+        raise LayerError(f"cannot archive {where}: {exc.strerror or exc}") from exc
 
 
 def write_layer(
