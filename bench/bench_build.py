@@ -215,6 +215,16 @@ def find_pybuild() -> str:
     return real.stdout.strip() if real.returncode == 0 and real.stdout.strip() else found
 
 
+def make_base_images(work: Path, pybuild: str, env: dict[str, str]) -> None:
+    """``work/busybox.tar`` (a rootfs tar, for pybuild import) and ``work/busybox-oci.tar`` (the image pybuild
+    makes of it, as an OCI archive for skopeo): both tools start from the very same image."""
+    sh("sh", str(REPO / "scripts" / "make-busybox-rootfs"), str(work / "busybox.tar"))
+    seed_root = work / "seed"
+    sh(pybuild, "--root", str(seed_root), "import", str(work / "busybox.tar"), "busybox:latest", env=env)
+    sh(pybuild, "--root", str(seed_root), "save", "-o", str(work / "busybox-oci.tar"), "busybox:latest", env=env)
+    remove_tree(seed_root)
+
+
 def make_big_context(ref: Path, dest: Path, mib: int) -> None:
     """The reference context with its four assets grown to ``mib`` MiB each (fixed seed)."""
     shutil.copytree(ref, dest, ignore=shutil.ignore_patterns("assets"))
@@ -406,11 +416,7 @@ def main() -> None:
         context = work / "ctx"
         sh(sys.executable, str(SHARED / "make-reference-context"), str(context), "--base", "busybox:latest")
         app_sh = (context / "app.sh").read_bytes()
-        sh("sh", str(SHARED / "make-busybox-rootfs"), str(work / "busybox.tar"))
-        seed_root = work / "seed"
-        sh(pybuild, "--root", str(seed_root), "import", str(work / "busybox.tar"), "busybox:latest", env=env)
-        sh(pybuild, "--root", str(seed_root), "save", "-o", str(work / "busybox-oci.tar"), "busybox:latest", env=env)
-        remove_tree(seed_root)
+        make_base_images(work, pybuild, env)
 
         tools: list[Tool] = []
         if "pybuild" in tools_wanted:

@@ -27,9 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_build import Buildah, Pybuild, Tool, find_pybuild, remove_tree, sh  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from bench_build import Buildah, Pybuild, Tool, find_pybuild, make_base_images, remove_tree  # noqa: E402
 
 
 def dockerfile(n: int) -> str:
@@ -68,11 +66,7 @@ def main() -> None:
     pybuild = find_pybuild()
     work = Path(tempfile.mkdtemp(prefix="pybuild-bench-dfsize-", dir=args.workdir))
     try:
-        sh("sh", str(REPO / "scripts" / "make-busybox-rootfs"), str(work / "busybox.tar"))
-        seed = work / "seed"
-        sh(pybuild, "--root", str(seed), "import", str(work / "busybox.tar"), "busybox:latest", env=env)
-        sh(pybuild, "--root", str(seed), "save", "-o", str(work / "busybox-oci.tar"), "busybox:latest", env=env)
-        remove_tree(seed)
+        make_base_images(work, pybuild, env)
         tools: list[Tool] = []
         if "pybuild" in wanted:
             tools.append(Pybuild(work, env, pybuild, work / "busybox.tar"))

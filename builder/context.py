@@ -356,14 +356,9 @@ class Context(SourceTree):
         """
         from pybuild.store.compression import Compression, detect
 
-        from .copy import tar_header_ok
+        from .copy import read_head, tar_header_ok
 
-        head = b""
-        while len(head) < 512:
-            chunk = stream.read(512 - len(head))
-            if not chunk:
-                break
-            head += chunk
+        head = read_head(stream, 512)
         if detect(head) is not Compression.NONE or tar_header_ok(head):
             return cls.from_tar(cast(BinaryIO, _Prepended(head, stream)), scratch_dir, dockerfile), None
         try:

@@ -264,6 +264,17 @@ def _url_name(url: str) -> str:
 # ---------------------------------------------------------------------------- archives
 
 
+def read_head(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of ``stream`` (fewer only at its end)."""
+    head = b""
+    while len(head) < size:
+        chunk = stream.read(size - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
 def tar_header_ok(block: bytes) -> bool:
     """Whether a 512-byte block is a tar header (its checksum, signed or unsigned, and size field check out)."""
     if len(block) != 512 or block == bytes(512):
@@ -295,13 +306,7 @@ def is_archive(path: str) -> bool:
             return False
         with os.fdopen(os.dup(fd), "rb") as raw:
             try:
-                reader = open_decompressed(raw)
-                block = b""
-                while len(block) < 512:
-                    chunk = reader.read(512 - len(block))
-                    if not chunk:
-                        break
-                    block += chunk
+                block = read_head(open_decompressed(raw), 512)
             except (PybuildError, OSError, EOFError, ValueError):
                 return False
         return tar_header_ok(block)

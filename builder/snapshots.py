@@ -91,12 +91,7 @@ def _is_opaque(path: str) -> bool:
     return False
 
 
-def is_dir_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
-    """Whether ``path`` is a directory reached without any symlink in the merged view of ``lowers``.
-
-    False means "look in a mounted view": the path is missing, or a symlink
-    (perhaps dangling, which WORKDIR must follow and create) is on the way.
-    """
+def _stat_below(overlay_root: Path, lowers: list[str], path: str, *, dirs_only: bool) -> bool:
     parts = [p for p in path.split("/") if p and p != "."]
     if not parts:
         return True
@@ -109,32 +104,7 @@ def is_dir_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
                 st = os.lstat(current)
             except (FileNotFoundError, NotADirectoryError):
                 break  # perhaps in a layer further down
-            if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
-                return False
-            if i == len(parts) - 1:
-                return True
-            if _is_opaque(current):
-                opaque_above = True
-        if opaque_above:
-            return False
-    return False
-
-
-def exists_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
-    """Whether ``path`` (absolute, symlinks not followed) exists in the merged view of ``lowers``."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    if not parts:
-        return True
-    for lower in lowers:
-        current = os.path.join(overlay_root, lower)
-        opaque_above = False
-        for i, part in enumerate(parts):
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except (FileNotFoundError, NotADirectoryError):
-                break
-            if _is_whiteout(st):
+            if _is_whiteout(st) or (dirs_only and not stat.S_ISDIR(st.st_mode)):
                 return False
             if i == len(parts) - 1:
                 return True
@@ -145,6 +115,20 @@ def exists_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
         if opaque_above:
             return False
     return False
+
+
+def exists_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
+    """Whether ``path`` (absolute, symlinks not followed) exists in the merged view of ``lowers``."""
+    return _stat_below(overlay_root, lowers, path, dirs_only=False)
+
+
+def is_dir_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
+    """Whether ``path`` is a directory reached without any symlink in the merged view of ``lowers``.
+
+    False means "look in a mounted view": the path is missing, or a symlink
+    (perhaps dangling, which WORKDIR must follow and create) is on the way.
+    """
+    return _stat_below(overlay_root, lowers, path, dirs_only=True)
 
 
 def remove_mount_stubs(diff: Path, overlay_root: Path, lowers: list[str], targets: list[str]) -> None:
