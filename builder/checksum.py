@@ -26,7 +26,6 @@ clock tick, the "racily clean" case git has too).
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import sqlite3
@@ -36,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pybuild.errors import BuildError
+from pybuild.linux import safefs as _safefs
 
 from .context import Entry, SourceTree, select_sources, walk_selection
 from .dockerignore import Matcher
@@ -77,23 +77,8 @@ def file_digest(path: str) -> str:
 
 def xattr_items(path: str) -> list[tuple[str, bytes]]:
     """The xattrs a copy carries (sorted), read without following a symlink."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENOENT):
-            return []
-        raise
-    out: list[tuple[str, bytes]] = []
-    for name in sorted(names):
-        if name in _SKIP_XATTRS or name.startswith(_SKIP_XATTR_PREFIXES):
-            continue
-        try:
-            out.append((name, os.getxattr(path, name, follow_symlinks=False)))
-        except OSError as exc:
-            if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-                continue
-            raise
-    return out
+    return [(name, value) for name, value in _safefs.read_xattrs(path)
+            if name not in _SKIP_XATTRS and not name.startswith(_SKIP_XATTR_PREFIXES)]
 
 
 class ChecksumCache:

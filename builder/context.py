@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from pybuild.errors import BuildError, LayerError, UsageError
+from pybuild.linux import safefs as _safefs
+from pybuild.linux.fsutil import remove_tree
 from pybuild.records import record
-from pybuild.runtime.rootfs import secure_join
-from pybuild.store.fsutil import remove_tree
 from pybuild.store.layertar import apply_layer
 
 from .dockerignore import Matcher, go_clean, go_match, has_wildcards, parse, split_wildcards
@@ -54,8 +54,15 @@ __all__ = [
     "walk_selection",
 ]
 
-MAX_SYMLINKS = 255
 _IGNORE_LIMIT = 16 << 20
+
+
+def secure_join(root: str, path: str) -> str:
+    """``path`` resolved inside the context directory ``root``, links included, never leaving it."""
+    try:
+        return _safefs.secure_join(root, path)
+    except _safefs.TooManySymlinks:
+        raise BuildError(f"too many levels of symbolic links resolving {path} in the build context") from None
 
 
 @record(frozen=True)
@@ -180,36 +187,12 @@ class SourceTree:
         None when a component is missing or not a directory, or when the path
         (or a symlink on the way) is ignored.
         """
-        pending = [p for p in reversed(path.split("/"))]
-        resolved: list[str] = []
-        links = 0
-        while pending:
-            part = pending.pop()
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            host = os.path.join(self.root, *resolved, part)
-            try:
-                st = os.lstat(host)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            if stat.S_ISLNK(st.st_mode):
-                if not self.visible("/".join([*resolved, part]), st):
-                    return None
-                links += 1
-                if links > MAX_SYMLINKS:
-                    raise BuildError(f"too many levels of symbolic links resolving {path}")
-                target = os.readlink(host)
-                if target.startswith("/"):
-                    resolved = []
-                pending.extend(reversed(target.split("/")))
-                continue
-            if pending and any(p not in ("", ".") for p in pending) and not stat.S_ISDIR(st.st_mode):
-                return None
-            resolved.append(part)
+        try:
+            resolved = _safefs.resolve_beneath(self.root, path, keep_missing=False, link_allowed=self.visible)
+        except _safefs.TooManySymlinks:
+            raise BuildError(f"too many levels of symbolic links resolving {path}") from None
+        if resolved is None:
+            return None
         real = "/".join(resolved) or "."
         st = os.lstat(self.host_path(real))  # ".." in a link target may have moved us up
         if not self.visible(real, st):

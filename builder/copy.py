@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pybuild.errors import BuildError, ContainerError, LayerError, PybuildError
+from pybuild.linux import safefs as _safefs
 from pybuild.records import field, record
 from pybuild.runtime import users as _users
 from pybuild.runtime.rootfs import secure_join
@@ -83,9 +84,8 @@ __all__ = [
     "resolve_dest",
 ]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_XATTR_IGNORED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES)
+_DIR_FLAGS = _safefs.DIR_FLAGS
+_NEW_FILE = _safefs.NEW_FILE_FLAGS
 _CHUNK = 1 << 20
 HTTP_TIMEOUT = 60.0
 
@@ -319,11 +319,9 @@ def is_archive(path: str) -> bool:
 
 def _open_dir(parent_fd: int, name: str, shown: str) -> int:
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise BuildError(f"cannot copy to non-directory: {shown}") from None
-        raise
+        return _safefs.open_dir_at(parent_fd, name)
+    except NotADirectoryError:  # SymlinkInPath included
+        raise BuildError(f"cannot copy to non-directory: {shown}") from None
 
 
 def _copy_data(src_fd: int, dst_fd: int) -> int:
@@ -423,17 +421,7 @@ class _Writer:
             return self.opts.epoch * 10**9, self.opts.epoch * 10**9
         return st.st_atime_ns, st.st_mtime_ns
 
-    @staticmethod
-    def _set_xattrs(target: int | str, xattrs: list[tuple[str, bytes]]) -> None:
-        for name, value in xattrs:
-            try:
-                if isinstance(target, int):
-                    os.setxattr(target, name, value)
-                else:
-                    os.setxattr(target, name, value, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in _XATTR_IGNORED:
-                    raise
+    _set_xattrs = staticmethod(_safefs.write_xattrs)
 
     def apply_meta_fd(self, fd: int, st: os.stat_result, src_host: str | None) -> None:
         os.fchown(fd, *self._owner(st))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pybuild.errors import BuildError, PybuildError
-from pybuild.store.fsutil import remove_tree
+from pybuild.linux.fsutil import remove_tree
 from pybuild.store.layers import Snapshot
 
 from .checksum import checksum_sources

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pybuild.store import mount as _mount
+from pybuild.linux import mount as _mount
 from pybuild.store.layers import LINK_DIR, LayerStore, Snapshot
 
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")

@@ -118,11 +118,11 @@ def _build_output(quiet: bool, progress: str, explain: bool) -> Any:
 
 def _enter_private_mount_namespace() -> None:
     """Mounts the build makes die with this process, whatever ends it."""
-    from pybuild.runtime import linux
-    from pybuild.store import mount as _m
+    from pybuild.linux import mount as _m
+    from pybuild.linux import syscalls
 
     try:
-        linux.unshare(linux.CLONE_NEWNS)
+        syscalls.unshare(syscalls.CLONE_NEWNS)
         _m.mount(None, "/", None, _m.MS_REC | _m.MS_PRIVATE)
     except (OSError, PybuildError) as exc:
         raise PybuildError(f"cannot create a private mount namespace for the build: {exc}",

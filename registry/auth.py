@@ -231,7 +231,7 @@ def resolve_credentials(domain: str) -> Credentials | None:
 
 
 def _write_config(doc: dict[str, Any]) -> Path:
-    from pybuild.store.fsutil import atomic_write
+    from pybuild.linux.fsutil import atomic_write
 
     path = config_path()
     target = Path(os.path.realpath(path)) if path.is_symlink() else path

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pybuild.linux.fsutil import atomic_write
 from pybuild.store import digest as _digest
-from pybuild.store.fsutil import atomic_write
 from pybuild.store.locks import locked
 
 if TYPE_CHECKING:

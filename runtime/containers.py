@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pybuild import records
 from pybuild.errors import ConflictError, ContainerNotFound, UsageError
+from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
-from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import now_iso
 from pybuild.store.locks import locked
 

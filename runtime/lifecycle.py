@@ -22,9 +22,9 @@ from pathlib import Path
 
 from pybuild import records
 from pybuild.errors import ConflictError, ContainerError, ContainerNotFound, NetworkError, PybuildError, UsageError
+from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
 from pybuild.store import reference as _reference
-from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import Image, now_iso
 from pybuild.store.model import ContainerConfig as ImageRunConfig
 from pybuild.store.model import HistoryEntry

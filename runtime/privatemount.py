@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pybuild.errors import ContainerError
-from pybuild.store import mount as _m
-
-from . import linux
+from pybuild.linux import mount as _m
+from pybuild.linux import syscalls
+from pybuild.linux.forking import ChildFailed, run_in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,30 +26,16 @@ if TYPE_CHECKING:
 
 def in_private_namespace(work: Callable[[], None], scratch: Path | None = None) -> None:
     """Run ``work`` in a forked child with a private mount namespace; re-raise its failure here."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            os.close(r)
-            linux.unshare(linux.CLONE_NEWNS)
-            _m.mount(None, "/", None, _m.MS_REC | _m.MS_PRIVATE)
-            work()
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            code = 1
-            with contextlib.suppress(OSError):
-                os.write(w, str(exc).encode(errors="replace")[:8000])
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        message = b"".join(chunks).decode(errors="replace") or f"helper process failed (status {status})"
-        raise ContainerError(message)
+
+    def isolated() -> None:
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        _m.mount(None, "/", None, _m.MS_REC | _m.MS_PRIVATE)
+        work()
+
+    try:
+        run_in_child(isolated)
+    except ChildFailed as exc:
+        raise ContainerError(exc.strerror or "helper process failed") from None
 
 
 def mount_readonly_view(overlay_root: Path, lowers: list[str], target: Path) -> None:
@@ -76,11 +62,11 @@ def attach_container_root(pid: int, target: Path) -> None:
         raise ContainerError("the container stopped while its filesystem was being read") from None
     tree = -1
     try:
-        linux.setns(theirs, linux.CLONE_NEWNS)  # "/" and the cwd are now the container's root
+        syscalls.setns(theirs, syscalls.CLONE_NEWNS)  # "/" and the cwd are now the container's root
         try:
             tree = _m.open_tree("/")
         finally:
-            linux.setns(own, linux.CLONE_NEWNS)
+            syscalls.setns(own, syscalls.CLONE_NEWNS)
         _m.move_mount(tree, target)
     finally:
         for fd in (own, theirs, tree):

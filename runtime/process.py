@@ -54,9 +54,10 @@ import warnings
 from collections.abc import Callable
 
 from pybuild.errors import ContainerError, PybuildError
+from pybuild.linux import syscalls, unixsock
 from pybuild.records import record
 
-from . import linux, rootfs, unixsock, users
+from . import rootfs, users
 from .spec import DEFAULT_CAPS, DEFAULT_PATH, ContainerSpec, ProcessSpec
 
 TYPE_CHECKING = False
@@ -207,7 +208,7 @@ def spawn(spec: ContainerSpec, *, cgroup: Cgroup | None = None, stdin: Stdio = N
         raise ContainerStartError(f"init binary {spec.init} not found on the host")
 
     def prepare() -> None:
-        linux.unshare(linux.CLONE_NEWPID)
+        syscalls.unshare(syscalls.CLONE_NEWPID)
 
     def init_main(sync: unixsock.Socket) -> NoReturn:
         _container_init(spec, sync, timeout)
@@ -228,14 +229,14 @@ def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEF
     """
     for cap in capabilities:
         try:
-            linux.cap_number(cap)
+            syscalls.cap_number(cap)
         except KeyError:
             raise ContainerStartError(f"unknown capability {cap!r}") from None
-    ns_paths = [(f"/proc/{pid}/ns/{name}", flag) for name, flag in linux.NAMESPACES
-                if linux.namespace_supported(name)]
+    ns_paths = [(f"/proc/{pid}/ns/{name}", flag) for name, flag in syscalls.NAMESPACES
+                if syscalls.namespace_supported(name)]
     if not os.path.exists(f"/proc/{pid}/ns/mnt"):
         raise ContainerStartError(f"container process {pid} is not running")
-    mask = linux.caps_mask(capabilities)
+    mask = syscalls.caps_mask(capabilities)
 
     def prepare() -> None:
         opened = []
@@ -246,13 +247,13 @@ def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEF
                 if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
                     opened.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
             for fd, flag in opened:
-                linux.setns(fd, flag)
+                syscalls.setns(fd, flag)
         finally:
             for fd, _ in opened:
                 os.close(fd)
 
     def init_main(sync: unixsock.Socket) -> NoReturn:
-        linux.set_pdeathsig(signal.SIGKILL)
+        syscalls.set_pdeathsig(signal.SIGKILL)
         _wait_for_go(sync, timeout)
         _finalize_and_exec(sync, process, mask, no_new_privs, use_init=False, console=False)
 
@@ -271,7 +272,7 @@ def _launch(prepare: Callable[[], None], init_main: Callable[[unixsock.Socket], 
             process: ProcessSpec, cgroup: Cgroup | None, stdio: tuple[Stdio, Stdio, Stdio],
             timeout: float, die_with_parent: bool) -> ContainerProcess:
     fds = tuple(_fileno(s) for s in stdio)
-    linux.cap_last_cap()  # read on the host, before any child is in the container
+    syscalls.cap_last_cap()  # read on the host, before any child is in the container
     deadline = time.monotonic() + timeout
     ours, theirs = unixsock.seqpacket_pair()
     status_r, status_w = os.pipe()
@@ -451,10 +452,10 @@ def _shim_main(parent: int, ours: unixsock.Socket, sync: unixsock.Socket, status
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if die_with_parent:
-        linux.set_pdeathsig(signal.SIGKILL)
+        syscalls.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)  # the caller died before we could tie our fate to it
-    linux.set_dumpable(False)
+    syscalls.set_dumpable(False)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     stdio = list(fds)
     if stdio[0] is None and not process.stdin:
@@ -513,28 +514,28 @@ def _wait_for_go(sync: unixsock.Socket, timeout: float) -> None:
 
 
 def _container_init(spec: ContainerSpec, sync: unixsock.Socket, timeout: float) -> NoReturn:
-    linux.set_pdeathsig(signal.SIGKILL)
-    cgroup_namespace = linux.namespace_supported("cgroup")  # asked of the host's /proc
-    flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+    syscalls.set_pdeathsig(signal.SIGKILL)
+    cgroup_namespace = syscalls.namespace_supported("cgroup")  # asked of the host's /proc
+    flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
     if spec.netns is not None:
         _join_netns(spec.netns)
     elif spec.network == "none":
-        flags |= linux.CLONE_NEWNET
+        flags |= syscalls.CLONE_NEWNET
     _unshare(flags)
     rootfs.setup(spec)
     unixsock.sethostname(spec.hostname)
     if spec.network == "none" and spec.netns is None:
-        linux.link_up("lo")
+        syscalls.link_up("lo")
     _wait_for_go(sync, timeout)  # in the container's cgroup from here on
     if cgroup_namespace:
-        _unshare(linux.CLONE_NEWCGROUP)
+        _unshare(syscalls.CLONE_NEWCGROUP)
     _finalize_and_exec(sync, spec.process, spec.capability_mask, spec.no_new_privs,
                        use_init=spec.init is not None, console=True)
 
 
 def _unshare(flags: int) -> None:
     try:
-        linux.unshare(flags)
+        syscalls.unshare(flags)
     except OSError as exc:
         raise ContainerStartError(f"cannot create the container's namespaces: {exc.strerror}") from None
 
@@ -546,7 +547,7 @@ def _join_netns(path: str) -> None:
     except OSError as exc:
         raise ContainerStartError(f"cannot open the network namespace {path}: {exc.strerror}") from None
     try:
-        linux.setns(fd, linux.CLONE_NEWNET)
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
     except OSError as exc:
         raise ContainerStartError(f"cannot join the network namespace {path}: {exc.strerror}") from None
     finally:
@@ -560,8 +561,8 @@ def _open_console(bind_console: bool) -> int:
     if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (5, 2):
         raise ContainerStartError("/dev/ptmx in the container is not the pty multiplexer")
     os.set_blocking(master, True)
-    linux.unlockpt(master)
-    slave_path = f"/dev/pts/{linux.ptsname_number(master)}"
+    syscalls.unlockpt(master)
+    slave_path = f"/dev/pts/{syscalls.ptsname_number(master)}"
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
     st = os.fstat(slave)
     if not stat.S_ISCHR(st.st_mode) or not 136 <= os.major(st.st_rdev) <= 143:
@@ -570,7 +571,7 @@ def _open_console(bind_console: bool) -> int:
     if bind_console:
         rootfs.bind_console(slave_path)
     os.setsid()
-    linux.set_controlling_tty(slave)
+    syscalls.set_controlling_tty(slave)
     for fd in (0, 1, 2):
         os.dup2(slave, fd, inheritable=True)
     os.close(slave)
@@ -607,8 +608,8 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
 
     _close_all_but({0, 1, 2, sync.fileno()})
 
-    linux.drop_bounding(b for b in range(cap_mask.bit_length()) if cap_mask >> b & 1)
-    linux.set_keepcaps(True)
+    syscalls.drop_bounding(b for b in range(cap_mask.bit_length()) if cap_mask >> b & 1)
+    syscalls.set_keepcaps(True)
     try:
         os.setgroups(list(user.additional_gids))
         os.setresgid(user.gid, user.gid, user.gid)
@@ -616,21 +617,21 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
     except OSError as exc:
         raise ContainerStartError(f"cannot switch to user {process.user or 'root'} "
                                   f"({user.uid}:{user.gid}): {exc.strerror}") from None
-    linux.set_keepcaps(False)
-    _, permitted, _ = linux.capget()
+    syscalls.set_keepcaps(False)
+    _, permitted, _ = syscalls.capget()
     # Root keeps the container's set; any other user starts with none (execve
     # would clear them anyway). The inheritable set stays empty, as in Docker
     # since CVE-2022-24769.
     keep = cap_mask & permitted if user.uid == 0 else 0
-    linux.capset(keep, keep, 0)
-    linux.clear_ambient()
+    syscalls.capset(keep, keep, 0)
+    syscalls.clear_ambient()
     if chdir_later:
         try:
             os.chdir(process.cwd)
         except OSError as exc:
             raise ContainerStartError(f"chdir to {process.cwd}: {exc.strerror}") from None
     if no_new_privs:
-        linux.set_no_new_privs()
+        syscalls.set_no_new_privs()
 
     env_map = dict(e.split("=", 1) for e in env)
     program = _look_path(process.args[0], env_map.get("PATH"))

@@ -30,9 +30,10 @@ import stat
 from collections.abc import Iterable, Iterator
 
 from pybuild.errors import ContainerError, MountError
-from pybuild.records import record
-from pybuild.store import mount as _m
-from pybuild.store.mount import (
+from pybuild.linux import mount as _m
+from pybuild.linux import safefs as _safefs
+from pybuild.linux import syscalls
+from pybuild.linux.mount import (
     MS_DIRSYNC,
     MS_MANDLOCK,
     MS_NOATIME,
@@ -42,11 +43,9 @@ from pybuild.store.mount import (
     MS_SYNCHRONOUS,
     MS_UNBINDABLE,
 )
+from pybuild.records import record
 
-from . import linux
 from .spec import ContainerSpec, Mount
-
-MAX_SYMLINKS = 255
 
 DEVICES: tuple[tuple[str, int, int], ...] = (
     ("null", 1, 3),
@@ -158,42 +157,11 @@ def _within(root: str, path: str) -> bool:
 
 
 def secure_join(root: str, unsafe: str) -> str:
-    """``unsafe`` resolved under ``root``, never leaving it.
-
-    Each existing component is checked with lstat; a symlink is expanded in
-    place, an absolute one relative to ``root``; ``..`` stops at ``root``.
-    Components that do not exist are appended lexically (they can then be
-    created without following anything). ``root`` must be a real path.
-    """
-    root = os.path.abspath(root)
-    pending = [p for p in reversed(unsafe.split("/"))]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise RootfsError(f"too many levels of symbolic links resolving {unsafe} in the container")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(reversed(target.split("/")))
-    return os.path.join(root, *resolved)
+    """``unsafe`` resolved under ``root``, never leaving it (:func:`pybuild.linux.safefs.secure_join`)."""
+    try:
+        return _safefs.secure_join(root, unsafe)
+    except _safefs.TooManySymlinks:
+        raise RootfsError(f"too many levels of symbolic links resolving {unsafe} in the container") from None
 
 
 @contextlib.contextmanager
@@ -377,7 +345,7 @@ def pivot_into(root: str) -> None:
     new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fchdir(new)
-        linux.pivot_root(".", ".")
+        syscalls.pivot_root(".", ".")
         # The old root is now stacked on the new one; "." may be either, so go to
         # it explicitly, keep its unmount from propagating, and detach it.
         os.fchdir(old)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pybuild.errors import UsageError
+from pybuild.linux import syscalls
 from pybuild.records import record
-
-from . import linux
 
 # moby's oci/caps/defaults.go: what a container keeps of root's capabilities.
 DEFAULT_CAPS: tuple[str, ...] = (
@@ -221,7 +220,7 @@ class ContainerSpec:
             raise UsageError(f"invalid hostname {self.hostname!r}")
         for cap in self.capabilities:
             try:
-                linux.cap_number(cap)
+                syscalls.cap_number(cap)
             except KeyError:
                 raise UsageError(f"unknown capability {cap!r}") from None
         for path in (*self.masked_paths, *self.readonly_paths):
@@ -231,4 +230,4 @@ class ContainerSpec:
 
     @property
     def capability_mask(self) -> int:
-        return linux.caps_mask(self.capabilities)
+        return syscalls.caps_mask(self.capabilities)

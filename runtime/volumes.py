@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pybuild.errors import NotFoundError, UsageError
+from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import record
-from pybuild.store.fsutil import atomic_write, remove_tree
 from pybuild.store.images import Image, now_iso
 from pybuild.store.root import Store
 

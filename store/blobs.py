@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pybuild.errors import BlobNotFound, DigestMismatch
+from pybuild.linux.fsutil import fsync_dir
 
 from . import digest as _digest
-from .fsutil import fsync_dir
 from .locks import create_locked
 
 TYPE_CHECKING = False

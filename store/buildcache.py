@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pybuild.linux.fsutil import atomic_write
 from pybuild.records import field, record
 
 from . import digest as _digest
-from .fsutil import atomic_write
 from .model import Descriptor
 
 

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pybuild.errors import ConflictError, ImageNotFound, InvalidReference, PybuildError, StoreError
+from pybuild.linux.fsutil import atomic_write
 from pybuild.records import record
 
 from . import digest as _digest
 from . import reference as _reference
 from .blobs import BlobStore
-from .fsutil import atomic_write
 from .locks import locked
 from .model import OCI_CONFIG, OCI_MANIFEST, Descriptor, ImageConfig, Index, Manifest, Platform
 

@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pybuild.errors import LayerError, LayerNotFound, MountError, TooManyLayers
+from pybuild.linux import mount as _mount
+from pybuild.linux.fsutil import fsync_dir, remove_tree
 from pybuild.records import record
 
 from . import digest as _digest
-from . import mount as _mount
-from .fsutil import fsync_dir, remove_tree
 from .locks import Ownership, is_abandoned
 
 TYPE_CHECKING = False

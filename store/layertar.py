@@ -10,7 +10,7 @@ entry, as the OCI image-spec and Docker's overlay2 driver do.
 Applying (:func:`apply_layer`) treats the tar as hostile: every filesystem
 change is made relative to directory file descriptors opened with
 ``O_NOFOLLOW``, so no entry can write through a symlink or outside the target
-(see :class:`_DirCache`). Whiteouts are turned back into overlay form.
+(see :class:`pybuild.linux.safefs.DirChain`). Whiteouts are turned back into overlay form.
 The tar is parsed here rather than with :mod:`tarfile`, which keeps names as
 bytes (no encoding round trips), rejects what we do not support and lets file
 data go from the decompressor to ``os.write`` without extra copies.
@@ -19,23 +19,22 @@ data go from the decompressor to ``os.write`` without extra copies.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import queue
-import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pybuild.errors import DigestMismatch, LayerError, UnsafeLayerError
+from pybuild.linux import safefs as _safefs
+from pybuild.linux.fsutil import ENTER, LEAVE, WalkEntry, walk
 from pybuild.records import record
 
 from . import digest as _digest
 from .compression import Compression, Compressor, open_compressor, open_decompressed
-from .fsutil import ENTER, LEAVE, WalkEntry, walk
 
 __all__ = [
     "AppliedLayer",
@@ -324,30 +323,13 @@ def _xattrs_of(target: bytes | int) -> tuple[list[tuple[bytes, bytes]], bool]:
     ``target`` is the entry's open descriptor, or a path that names it
     without following it (``WalkEntry.proc_path``).
     """
-    try:
-        names = os.listxattr(target, follow_symlinks=False) if isinstance(target, bytes) else os.listxattr(target)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            return [], False
-        raise
-    if not names:
-        return [], False
     out: list[tuple[bytes, bytes]] = []
     opaque = False
-    for attr in sorted(names):
-        if attr in _SKIP_XATTRS_ON_WRITE or attr.startswith("trusted.overlay.") and attr != OVERLAY_OPAQUE_XATTR:
-            continue
-        try:
-            value = os.getxattr(target, attr, follow_symlinks=False) if isinstance(target, bytes) else \
-                os.getxattr(target, attr)
-        except OSError as exc:
-            if exc.errno == errno.ENODATA:  # removed meanwhile
-                continue
-            raise
+    for attr, value in _safefs.read_xattrs(target):
         if attr == OVERLAY_OPAQUE_XATTR:
             opaque = value == b"y"
-            continue
-        out.append((os.fsencode(attr), value))
+        elif attr not in _SKIP_XATTRS_ON_WRITE and not attr.startswith("trusted.overlay."):
+            out.append((os.fsencode(attr), value))
     return out, opaque
 
 
@@ -720,119 +702,37 @@ def _clean(name: bytes, shown: bytes) -> tuple[bytes, ...]:
     return tuple(parts)
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = _safefs.DIR_FLAGS
+_FILE_FLAGS = _safefs.NEW_FILE_FLAGS
+_create = _safefs.create_replacing
+_remove = _safefs.remove_at
 
 
-def _open_subdir(parent_fd: int, comp: bytes, create: bool, shown: bytes) -> int:
-    """Open directory ``comp`` under ``parent_fd`` without following a symlink."""
+@contextlib.contextmanager
+def _entry_path(shown: bytes) -> Iterator[None]:
+    """Word a directory that is not one, met on the way to layer entry ``shown``, as a layer error."""
     try:
-        return os.open(comp, _DIR_FLAGS, dir_fd=parent_fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(comp, 0o755, dir_fd=parent_fd)
-        return os.open(comp, _DIR_FLAGS, dir_fd=parent_fd)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise
-        st = os.stat(comp, dir_fd=parent_fd, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            raise UnsafeLayerError(
-                f'layer entry "{_show(shown)}": path goes through symlink "{_show(comp)}"'
-            ) from None
-        raise LayerError(
-            f'layer entry "{_show(shown)}": "{_show(comp)}" is not a directory'
-        ) from None
-
-
-class _DirCache:
-    """Open fds of the current parent chain, root first.
-
-    Tar entries come in tree order, so consecutive entries share most of
-    their parents. The chain holds only real directories (opened with
-    O_NOFOLLOW relative to the previous one), so an fd from it can never
-    point outside the target. After :meth:`parent` the chain is exactly the
-    requested parent; a leaf created or removed in it is therefore never an
-    fd the cache holds.
-    """
-
-    def __init__(self, root_fd: int) -> None:
-        self.root = root_fd
-        self.names: list[bytes] = []
-        self.fds: list[int] = []
-
-    def parent(self, parts: tuple[bytes, ...], shown: bytes, create: bool = True) -> int:
-        names = self.names
-        n = 0
-        limit = min(len(names), len(parts))
-        while n < limit and names[n] == parts[n]:
-            n += 1
-        self.truncate(n)
-        fd = self.fds[-1] if self.fds else self.root
-        for comp in parts[n:]:
-            fd = _open_subdir(fd, comp, create, shown)
-            names.append(comp)
-            self.fds.append(fd)
-        return fd
-
-    def push(self, name: bytes, fd: int) -> None:
-        self.names.append(name)
-        self.fds.append(fd)
-
-    def truncate(self, n: int) -> None:
-        while len(self.fds) > n:
-            self.names.pop()
-            os.close(self.fds.pop())
-
-    def close(self) -> None:
-        self.truncate(0)
-
-
-def _open_dir_path(root_fd: int, parts: tuple[bytes, ...], shown: bytes) -> int:
-    """A new fd for directory ``parts`` (must exist; no symlinks followed)."""
-    fd = os.dup(root_fd)
-    try:
-        for comp in parts:
-            nfd = _open_subdir(fd, comp, False, shown)
-            os.close(fd)
-            fd = nfd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _remove(parent_fd: int, leaf: bytes) -> None:
-    """Remove ``leaf`` (any kind; a directory with its contents) without following symlinks."""
-    st = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(leaf, dir_fd=parent_fd)  # fd-based, never follows symlinks
-    else:
-        os.unlink(leaf, dir_fd=parent_fd)
-
-
-def _create(make: Callable[[], Any], parent_fd: int, leaf: bytes) -> Any:
-    """Run ``make``; if the leaf exists, remove it (as tar does) and retry once."""
-    try:
-        return make()
-    except FileExistsError:
-        _remove(parent_fd, leaf)
-        return make()
-
-
-_XATTR_IGNORED_ERRNOS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM)
+        yield
+    except _safefs.SymlinkInPath as exc:
+        raise UnsafeLayerError(
+            f'layer entry "{_show(shown)}": path goes through symlink "{exc.filename}"') from None
+    except NotADirectoryError as exc:
+        raise LayerError(f'layer entry "{_show(shown)}": "{exc.filename}" is not a directory') from None
 
 
 class _Applier:
     def __init__(self, root_fd: int) -> None:
-        self.dirs = _DirCache(root_fd)
+        self.dirs = _safefs.DirChain(root_fd)
         self.root_fd = root_fd
         self.is_root = os.geteuid() == 0
         # (path, mtime, mode to set at the end or None): directory metadata that
         # must wait until nothing more is written into the directory.
         self.dir_times: list[tuple[tuple[bytes, ...], int, int | None]] = []
+
+    def parent(self, parts: tuple[bytes, ...], shown: bytes, create: bool = True) -> int:
+        """The descriptor of directory ``parts`` (made when missing with ``create``) for entry ``shown``."""
+        with _entry_path(shown):
+            return self.dirs.parent(parts, create)
 
     # -- metadata helpers
     def _chown(self, target: int | bytes, uid: int, gid: int, dir_fd: int | None) -> None:
@@ -846,17 +746,9 @@ class _Applier:
                 raise
 
     def _xattrs(self, target: int | bytes, xattrs: list[tuple[bytes, bytes]]) -> None:
-        for key, value in xattrs:
-            if key.startswith(_OVERLAY_XATTR_PREFIXES) or not key or b"\0" in key:
-                continue  # never let a tar forge overlay whiteouts / redirects
-            try:
-                if isinstance(target, int):
-                    os.setxattr(target, key, value)
-                else:
-                    os.setxattr(target, key, value, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in _XATTR_IGNORED_ERRNOS:
-                    raise
+        # never let a tar forge overlay whiteouts / redirects
+        _safefs.write_xattrs(target, [(k, v) for k, v in xattrs
+                                      if k and b"\0" not in k and not k.startswith(_OVERLAY_XATTR_PREFIXES)])
 
     # -- entries
     def regular(self, pfd: int, leaf: bytes, rd: _TarIn, size: int, e: _Entry) -> None:
@@ -912,7 +804,8 @@ class _Applier:
         if target == parts:
             return
         try:
-            src_fd = _open_dir_path(self.root_fd, target[:-1], e.name)
+            with _entry_path(e.name):
+                src_fd = _safefs.open_dir_path(self.root_fd, target[:-1])
         except FileNotFoundError:
             raise UnsafeLayerError(
                 f'layer entry "{_show(e.name)}": hardlink target "{_show(e.linkname)}" '
@@ -983,7 +876,7 @@ class _Applier:
         """Set directory mtimes (and late modes), children before their parents."""
         for parts, mtime_ns, late_mode in reversed(self.dir_times):
             try:
-                pfd = self.dirs.parent(parts[:-1], b"", create=False)
+                pfd = self.parent(parts[:-1], b"/".join(parts), create=False)
                 if late_mode is None:
                     os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=pfd,
                              follow_symlinks=False)
@@ -1140,18 +1033,18 @@ def _apply_entry(ap: _Applier, rd: _TarIn, e: _Entry, size: int, whiteouts: bool
 
     if whiteouts and leaf.startswith(WHITEOUT_PREFIX):
         if leaf == WHITEOUT_OPAQUE:
-            ap.opaque(ap.dirs.parent(parent, e.name), e)
+            ap.opaque(ap.parent(parent, e.name), e)
         elif leaf.startswith(WHITEOUT_META_PREFIX):
             pass  # other AUFS metadata (.wh..wh.plnk etc.) is ignored, as Docker does
         else:
             victim = leaf[len(WHITEOUT_PREFIX):]
             if victim in (b"", b".", b".."):
                 raise UnsafeLayerError(f'layer entry "{_show(e.name)}": invalid whiteout name')
-            ap.whiteout(ap.dirs.parent(parent, e.name), victim, e)
+            ap.whiteout(ap.parent(parent, e.name), victim, e)
         return 0
 
     t = e.typeflag
-    pfd = ap.dirs.parent(parent, e.name)
+    pfd = ap.parent(parent, e.name)
     if t == _REGTYPE:
         ap.regular(pfd, leaf, rd, size, e)
         return size

@@ -24,12 +24,12 @@ from pybuild.errors import (
     StoreError,
     UnsupportedFilesystem,
 )
+from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
 
 from . import digest as _digest
 from . import reference as _reference
 from .blobs import BlobStore
-from .fsutil import atomic_write, remove_tree
 from .images import Image, ImageStore, now_iso
 from .layers import Layer, LayerStore, Snapshot
 from .locks import is_abandoned, locked
@@ -390,7 +390,7 @@ def _epoch_iso(epoch: int) -> str:
 
 def check_filesystem(root: Path) -> None:
     """Refuse a root that cannot hold overlay upper dirs: try a real overlay mount in it."""
-    from . import mount as _mount
+    from pybuild.linux import mount as _mount
 
     f_type = _statfs_type(root)
     if f_type == OVERLAYFS_MAGIC:
@@ -416,7 +416,7 @@ def check_filesystem(root: Path) -> None:
 
 
 def _statfs_type(path: Path) -> int:
-    from .mount import libc
+    from pybuild.linux.libc import libc
 
     buf = ctypes.create_string_buffer(256)
     if libc.statfs(os.fsencode(path), buf) != 0:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from pybuild.errors import NetworkError
-from pybuild.store.fsutil import atomic_write
+from pybuild.linux.fsutil import atomic_write
 
 from .networks import Network
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pybuild.errors import ConflictError, NetworkError
+from pybuild.linux.fsutil import atomic_write
 from pybuild.records import asdict, field, record
-from pybuild.store.fsutil import atomic_write
 from pybuild.store.locks import Ownership, is_abandoned, locked
 from pybuild.store.root import DEFAULT_ROOT
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from pybuild.errors import NetworkError
+from pybuild.linux import syscalls
 
-from .. import linux
 from .netns import in_thread
 
 _loaded: dict[str, Any] = {}
@@ -233,7 +233,7 @@ class Netlink:
             os.close(nsfd)
 
     def _configure_inside(self, nsfd: int, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address) -> None:
-        linux.setns(nsfd, linux.CLONE_NEWNET)  # this thread only; it ends right after
+        syscalls.setns(nsfd, syscalls.CLONE_NEWNET)  # this thread only; it ends right after
         with self._iproute() as ipr:
             idx = ipr.link_lookup(ifname="eth0")[0]
             ipr.link("set", index=idx, address=mac_for(address.ip))

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from pybuild.errors import MountError, NetworkError
-from pybuild.store import mount as _m
-
-from .. import linux
+from pybuild.linux import mount as _m
+from pybuild.linux import syscalls
 
 NETNS_DIR = Path("/run/pybuild/netns")
 
@@ -41,9 +40,9 @@ def create(path: Path) -> None:
     def body() -> None:
         # unshare(CLONE_NEWNET) moves only this thread; it ends with the thread,
         # the bind mount is what keeps the namespace.
-        linux.unshare(linux.CLONE_NEWNET)
+        syscalls.unshare(syscalls.CLONE_NEWNET)
         _m.mount("/proc/thread-self/ns/net", path, None, _m.MS_BIND)
-        linux.link_up("lo")
+        syscalls.link_up("lo")
 
     try:
         in_thread(body)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pybuild.errors import NetworkError, NetworkNotFound, UsageError
+from pybuild.linux.fsutil import atomic_write
 from pybuild.records import asdict, record
-from pybuild.store.fsutil import atomic_write
 from pybuild.store.images import now_iso
 
 DEFAULT_NETWORK = "bridge"

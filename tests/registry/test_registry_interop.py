@@ -58,9 +58,9 @@ def test_pybuild_runs_what_buildah_pushed(cli: Any, store: Any, registry: Any, r
     _need("buildah")
     docker_config.mkdir(parents=True, exist_ok=True)
     (docker_config / "config.json").write_text("{}")  # buildah insists on the file DOCKER_CONFIG names
+    from pybuild.linux import mount as _mount
     from pybuild.runtime.process import ExitStatus, spawn
     from pybuild.runtime.spec import ContainerSpec, ProcessSpec
-    from pybuild.store import mount as _mount
 
     busybox = shutil.which("busybox")
     if busybox is None:

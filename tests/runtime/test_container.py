@@ -19,7 +19,8 @@ import pytest
 
 from pybuild import records
 from pybuild.errors import ContainerError
-from pybuild.runtime import linux, rootfs, users
+from pybuild.linux import syscalls
+from pybuild.runtime import rootfs, users
 from pybuild.runtime.process import (
     ContainerProcess,
     ContainerStartError,
@@ -142,7 +143,7 @@ class Box:
 
 @pytest.fixture
 def box(store: Any, busybox: str) -> Iterator[Box]:
-    from pybuild.store import mount as _mount
+    from pybuild.linux import mount as _mount
 
     image = store.images.resolve(busybox)
     name = "ctr-" + secrets.token_hex(6)
@@ -351,7 +352,7 @@ def test_root_capabilities_are_dockers(box: Box) -> None:
     assert status["CapInh"] == "0000000000000000"
     assert status["NoNewPrivs"] == "1"
     default_caps = next(f.default for f in records.fields(ContainerSpec) if f.name == "capabilities")
-    assert linux.caps_mask(default_caps) == int(DOCKER_CAPS, 16)
+    assert syscalls.caps_mask(default_caps) == int(DOCKER_CAPS, 16)
 
 
 def test_nobody_has_no_effective_capabilities(box: Box) -> None:

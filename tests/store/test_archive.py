@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from pybuild.errors import ArchiveError, DigestMismatch
+from pybuild.linux import mount as _mount
 from pybuild.store import archive as _archive
-from pybuild.store import mount as _mount
 from pybuild.store import reference as _reference
 from pybuild.store.model import OCI_INDEX, OCI_MANIFEST, ImageConfig, Platform
 from pybuild.store.root import Store

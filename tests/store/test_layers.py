@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pybuild.errors import TooManyLayers, UnsupportedFilesystem
-from pybuild.store import mount as _mount
+from pybuild.linux import mount as _mount
 from pybuild.store.layers import MAX_DEPTH
 from pybuild.store.model import ImageConfig
 from pybuild.store.root import Store

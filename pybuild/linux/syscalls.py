@@ -1,4 +1,4 @@
-"""Linux syscalls the runtime needs and Python's ``os`` does not offer (3.11).
+"""Linux syscalls pybuild needs and Python's ``os`` does not offer (3.11).
 
 Thin ctypes wrappers: each raises :class:`OSError` with the errno the kernel
 returned, so callers can tell EPERM from EINVAL. Nothing here knows about
@@ -15,15 +15,13 @@ import os
 import struct
 from collections.abc import Iterable
 
-from pybuild.store.mount import libc
-
 from . import unixsock
+from .libc import check as _check
+from .libc import libc as _libc
 
-_libc = libc
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.syscall.restype = ctypes.c_long
 
 # ---- namespaces -------------------------------------------------------------
 
@@ -46,12 +44,6 @@ NAMESPACES: tuple[tuple[str, int], ...] = (
     ("mnt", CLONE_NEWNS),
 )
 
-
-def _check(result: int, what: str) -> int:
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
 
 
 def unshare(flags: int) -> None:

@@ -5,18 +5,30 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pybuild.linux.fsutil import ENTER, FILE, LEAVE, TreeChanged, remove_tree, walk
 from pybuild.store.compression import Compression
-from pybuild.store.fsutil import ENTER, FILE, LEAVE, TreeChanged, remove_tree, walk
 from pybuild.store.layertar import write_layer
+
+_made: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees() -> Iterator[None]:
+    """pytest's own clean-up of tmp_path recurses on depth: deep trees go by remove_tree, even on failure."""
+    yield
+    while _made:
+        remove_tree(_made.pop())
 
 
 def _deep(root: Path, depth: int) -> Path:
     """``root/d/d/.../d/leaf`` with ``depth`` directories, made through descriptors (paths pass PATH_MAX)."""
     root.mkdir()
+    _made.append(root)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for _ in range(depth):

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from pybuild.errors import MountError
 
+from .forking import ChildFailed, run_in_child
+from .libc import libc as _libc
+
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -39,9 +42,6 @@ MS_RELATIME = 1 << 21
 MNT_DETACH = 0x2
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-# The interpreter's own symbol namespace already holds libc: no ldconfig fork to find it.
-libc = ctypes.CDLL(None, use_errno=True)
-_libc = libc
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
@@ -132,29 +132,18 @@ def mount_overlay(overlay_root: Path, lowers: Sequence[str], upper: str | None,
 def _mount_from(cwd: Path, source: str, target: Path | str, fstype: str, flags: int, data: str) -> None:
     """mount(2) in a child whose cwd is ``cwd`` (the parent's cwd is shared state)."""
     target = Path(target).absolute()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            os.close(r)
-            os.chdir(cwd)
-            if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
-                code = ctypes.get_errno() or 1
-        except BaseException:
-            code = errno.EIO
-        finally:
-            os.write(w, code.to_bytes(4, "little"))
-            os._exit(0)
-    os.close(w)
+
+    def work() -> None:
+        os.chdir(cwd)
+        if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+            err = ctypes.get_errno() or errno.EIO
+            raise OSError(err, os.strerror(err))
+
     try:
-        result = os.read(r, 4)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    err = int.from_bytes(result or b"\x05\x00\x00\x00", "little")
-    if err:
-        raise MountError(f"mount overlay on {target}: {os.strerror(err)}", _mount_hint(err, data))
+        run_in_child(work)
+    except ChildFailed as exc:
+        err = exc.errno or errno.EIO
+        raise MountError(f"mount overlay on {target}: {exc.strerror}", _mount_hint(err, data)) from None
 
 
 # ---- the new mount API (kernel >= 5.2): detached mounts ---------------------------------------------
@@ -167,7 +156,6 @@ OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_libc.syscall.restype = ctypes.c_long
 
 
 def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC, dir_fd: int = -100) -> int:

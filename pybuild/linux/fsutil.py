@@ -116,8 +116,8 @@ def _names(fd: int, sort: bool) -> list[bytes]:
     return names
 
 
-def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True,
-         make_searchable: bool = False) -> Iterator[tuple[int, WalkEntry]]:
+def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_searchable: bool = False,
+         dir_fd: int | None = None) -> Iterator[tuple[int, WalkEntry]]:
     """Every entry below ``root``, depth first (pre-order, names sorted as bytes when ``sort``).
 
     Yields ``(ENTER, e)`` for a directory before its entries and ``(LEAVE, e)``
@@ -127,11 +127,15 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True,
     back with ``..`` and checks it arrived where it came from, raising
     :class:`TreeChanged` otherwise). A symlink is never followed: one swapped
     in for a directory is met as what it is. Entries that vanish are skipped.
-    ``root`` itself is opened normally (the caller chose it). With
+    ``root`` itself is opened normally (the caller chose it), relative to
+    ``dir_fd`` when given (then without following a final link). With
     ``make_searchable`` a directory the walk may not enter is given u+rwx
     first (for removing a tree, never for reading one).
     """
-    cur = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if dir_fd is None:
+        cur = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        cur = os.open(root, DIR_FLAGS, dir_fd=dir_fd)
     try:
         top = os.fstat(cur)
         frames: list[tuple[tuple[int, int], bytes, Iterator[bytes], WalkEntry | None]] = [
@@ -203,8 +207,8 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True,
         os.close(cur)
 
 
-def remove_tree(path: str | os.PathLike[str]) -> None:
-    """Remove a file or directory tree, tolerating its absence.
+def remove_tree(path: str | bytes | os.PathLike[str], *, dir_fd: int | None = None) -> None:
+    """Remove a file or directory tree, tolerating its absence (``path`` relative to ``dir_fd`` when given).
 
     Iterative and descriptor-based (:func:`walk`), so neither depth nor a
     symlink swapped in for a directory while it runs can make it fail or
@@ -212,15 +216,15 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     """
     path = os.fspath(path)
     try:
-        st = os.lstat(path)
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
     if not stat.S_ISDIR(st.st_mode):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            os.unlink(path, dir_fd=dir_fd)
         return
     try:
-        for event, entry in walk(path, sort=False, make_searchable=True):
+        for event, entry in walk(path, sort=False, make_searchable=True, dir_fd=dir_fd):
             if event == FILE:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.name, dir_fd=entry.parent_fd)
@@ -230,7 +234,7 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     except FileNotFoundError:
         return
     with contextlib.suppress(FileNotFoundError):
-        os.rmdir(path)
+        os.rmdir(path, dir_fd=dir_fd)
 
 
 def read_text(path: str | os.PathLike[str], limit: int = 1 << 20) -> str:
