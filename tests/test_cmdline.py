@@ -1,4 +1,4 @@
-"""The in-house command-line parser (pybuild.cmdline): pflag's syntax, click's decorators. No root needed."""
+"""The in-house command-line parser (pybuild.cli.cmdline): pflag's syntax, click's decorators. No root needed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pybuild.cmdline import (
+from pybuild.cli.cmdline import (
     Choice,
     Command,
     Context,

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import requests
 
+from pybuild.cli.progress import PlainProgress, TerminalProgress, make_progress
+from pybuild.cli.ui import human_size
 from pybuild.errors import RegistryError, UsageError
 from pybuild.registry import auth as _auth
 from pybuild.registry import transport as _transport
 from pybuild.registry.client import RegistryClient
 from pybuild.registry.errors import ManifestUnknown, RegistryAuthError, error_from_response, parse_error_body
-from pybuild.registry.progress import NullProgress, PlainProgress, TerminalProgress, human_size, make_progress
+from pybuild.registry.progress import NullProgress
 from pybuild.registry.transport import RegistryOptions, api_host, is_loopback, parse_retry_after
 
 # ---- challenges and scopes --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pybuild.cli import Settings, pass_settings
-from pybuild.cmdline import Choice, argument, command, echo, option, prompt
+from pybuild.cli.cmdline import Choice, argument, command, echo, option, prompt
 from pybuild.errors import PybuildError, UsageError
 from pybuild.store import reference as _reference
 
@@ -32,7 +32,7 @@ def _options(insecure_domain: str | None):  # type: ignore[no-untyped-def]
 @pass_settings
 def pull_cmd(settings: Settings, name: str, platform: str | None, quiet: bool, insecure: bool) -> None:
     """Download an image from a registry (NAME[:TAG] or NAME@DIGEST)."""
-    from pybuild.registry.progress import make_progress
+    from pybuild.cli.progress import make_progress
     from pybuild.registry.pull import pull
     from pybuild.store.model import Platform
 
@@ -56,7 +56,7 @@ def pull_cmd(settings: Settings, name: str, platform: str | None, quiet: bool, i
 @pass_settings
 def push_cmd(settings: Settings, name: str, compression: str | None, quiet: bool, insecure: bool) -> None:
     """Upload an image (NAME[:TAG], as tagged in the store) to its registry."""
-    from pybuild.registry.progress import make_progress
+    from pybuild.cli.progress import make_progress
     from pybuild.registry.push import push
 
     ref = _reference.parse(name)
@@ -136,7 +136,7 @@ def logout_cmd(server: str | None) -> None:
 
 def push_built(store: Store, image: Image, ref: _reference.Reference, quiet: bool) -> None:
     """``build --push``: push the image just built to ``ref`` and print the digest."""
-    from pybuild.registry.progress import make_progress
+    from pybuild.cli.progress import make_progress
     from pybuild.registry.push import push
 
     progress = make_progress(quiet)

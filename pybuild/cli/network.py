@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from pybuild import ui
-from pybuild.cli import Settings, pass_settings
-from pybuild.cmdline import argument, echo, group, option
+from pybuild.cli import Settings, pass_settings, ui
+from pybuild.cli.cmdline import argument, echo, group, option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

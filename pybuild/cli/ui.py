@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
-from pybuild.cmdline import echo
+from pybuild.cli.cmdline import echo
 from pybuild.errors import PybuildError, UsageError
 
 TYPE_CHECKING = False

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from pybuild.cli import pass_settings
-from pybuild.cmdline import Choice, IntRange, argument, command, echo, group, option
+from pybuild.cli.cmdline import Choice, IntRange, argument, command, echo, group, option
+from pybuild.cli.ui import key_values
 from pybuild.errors import DockerfileError, PybuildError, UsageError
 from pybuild.store.model import ContainerConfig
-from pybuild.ui import key_values
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,17 +103,6 @@ def _secrets(items: tuple[str, ...]) -> dict[str, Any]:
             env = sid
         out[sid] = SecretSource(sid, path=src, env=None if src else env)
     return out
-
-
-def _build_output(quiet: bool, progress: str, explain: bool) -> Any:
-    from pybuild.builder.progress import BuildOutput, LiveOutput
-
-    if quiet or progress == "quiet":
-        return BuildOutput("quiet")
-    if progress == "tty" or (progress == "auto" and sys.stdout.isatty()):
-        return LiveOutput(sys.stdout, explain=explain)
-    # asked-for plain output says why steps missed, as --explain does
-    return BuildOutput("plain", explain=explain or progress == "plain", stream=sys.stdout)
 
 
 def _enter_private_mount_namespace() -> None:
@@ -220,7 +209,9 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
             df_text = sys.stdin.read() if dockerfile == "-" else None
             df_name = "Dockerfile" if dockerfile in (None, "-") else os.path.basename(dockerfile)
         with ctx_obj:
-            output = _build_output(quiet, progress, explain)
+            from pybuild.cli.progress import build_output
+
+            output = build_output(quiet, progress, explain)
             options = BuildOptions(context=ctx_obj, tags=refs, build_args=args, target=target, no_cache=no_cache,
                                    pull=pull, jobs=jobs or 0, network=network, secrets=secret_map,
                                    labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name,
@@ -259,7 +250,7 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
         for ref in refs:
             echo(f"naming to {ref.familiar()}")
     if push:
-        from pybuild.cli_registry import push_built
+        from pybuild.cli.registry import push_built
 
         for ref in refs:
             push_built(store, image, ref, quiet)
@@ -278,8 +269,8 @@ def builder_prune_cmd(settings: Settings, keep: str | None) -> None:
     """Remove the build cache (step records, cache mounts, checksum memo) and free what only it used."""
     import shutil
 
-    from pybuild import ui
     from pybuild.builder.checksum import ChecksumCache
+    from pybuild.cli import ui
 
     store = settings.store()
     older = None

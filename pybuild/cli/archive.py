@@ -7,7 +7,7 @@ import os
 import sys
 
 from pybuild.cli import Settings, pass_settings
-from pybuild.cmdline import argument, command, echo, option
+from pybuild.cli.cmdline import argument, command, echo, option
 from pybuild.errors import ImageNotFound, InvalidReference, PybuildError, UsageError
 from pybuild.store import reference as _reference
 from pybuild.store.images import Image

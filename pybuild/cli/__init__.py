@@ -1,6 +1,6 @@
 """The ``pybuild`` command line: thin, lazily loaded, the one place errors become exit codes.
 
-Each group of commands lives in its own ``cli_*`` module and is imported only
+Each group of commands lives in its own module of this package and is imported only
 when one of its commands runs, so ``pybuild run`` does not pay for the
 registry client or the Dockerfile parser.
 """
@@ -10,7 +10,18 @@ from __future__ import annotations
 import os
 import sys
 
-from pybuild.cmdline import Abort, Command, Context, Group, echo, group, option, pass_context, pass_obj, version_option
+from pybuild.cli.cmdline import (
+    Abort,
+    Command,
+    Context,
+    Group,
+    echo,
+    group,
+    option,
+    pass_context,
+    pass_obj,
+    version_option,
+)
 from pybuild.errors import PybuildError
 from pybuild.records import field, record
 
@@ -22,41 +33,41 @@ if TYPE_CHECKING:
 
 # command name -> "module:attribute"
 COMMANDS: dict[str, str] = {
-    "import": "pybuild.cli_images:import_cmd",
-    "images": "pybuild.cli_images:images_cmd",
-    "tag": "pybuild.cli_images:tag_cmd",
-    "rmi": "pybuild.cli_images:rmi_cmd",
-    "inspect": "pybuild.cli_images:inspect_cmd",
-    "history": "pybuild.cli_images:history_cmd",
-    "save": "pybuild.cli_archive:save_cmd",
-    "load": "pybuild.cli_archive:load_cmd",
-    "mount": "pybuild.cli_images:mount_cmd",
-    "umount": "pybuild.cli_images:umount_cmd",
-    "prune": "pybuild.cli_images:prune_cmd",
-    "system": "pybuild.cli_images:system_group",
-    "parse": "pybuild.cli_build:parse_cmd",
-    "build": "pybuild.cli_build:build_cmd",
-    "builder": "pybuild.cli_build:builder_group",
-    "pull": "pybuild.cli_registry:pull_cmd",
-    "push": "pybuild.cli_registry:push_cmd",
-    "login": "pybuild.cli_registry:login_cmd",
-    "logout": "pybuild.cli_registry:logout_cmd",
-    "run": "pybuild.cli_containers:run_cmd",
-    "create": "pybuild.cli_containers:create_cmd",
-    "start": "pybuild.cli_containers:start_cmd",
-    "ps": "pybuild.cli_containers:ps_cmd",
-    "stop": "pybuild.cli_containers:stop_cmd",
-    "kill": "pybuild.cli_containers:kill_cmd",
-    "pause": "pybuild.cli_containers:pause_cmd",
-    "unpause": "pybuild.cli_containers:unpause_cmd",
-    "rm": "pybuild.cli_containers:rm_cmd",
-    "exec": "pybuild.cli_containers:exec_cmd",
-    "logs": "pybuild.cli_containers:logs_cmd",
-    "stats": "pybuild.cli_containers:stats_cmd",
-    "export": "pybuild.cli_containers:export_cmd",
-    "commit": "pybuild.cli_containers:commit_cmd",
-    "volume": "pybuild.cli_containers:volume_group",
-    "network": "pybuild.cli_network:network_group",
+    "import": "pybuild.cli.images:import_cmd",
+    "images": "pybuild.cli.images:images_cmd",
+    "tag": "pybuild.cli.images:tag_cmd",
+    "rmi": "pybuild.cli.images:rmi_cmd",
+    "inspect": "pybuild.cli.images:inspect_cmd",
+    "history": "pybuild.cli.images:history_cmd",
+    "save": "pybuild.cli.archive:save_cmd",
+    "load": "pybuild.cli.archive:load_cmd",
+    "mount": "pybuild.cli.images:mount_cmd",
+    "umount": "pybuild.cli.images:umount_cmd",
+    "prune": "pybuild.cli.images:prune_cmd",
+    "system": "pybuild.cli.images:system_group",
+    "parse": "pybuild.cli.build:parse_cmd",
+    "build": "pybuild.cli.build:build_cmd",
+    "builder": "pybuild.cli.build:builder_group",
+    "pull": "pybuild.cli.registry:pull_cmd",
+    "push": "pybuild.cli.registry:push_cmd",
+    "login": "pybuild.cli.registry:login_cmd",
+    "logout": "pybuild.cli.registry:logout_cmd",
+    "run": "pybuild.cli.containers:run_cmd",
+    "create": "pybuild.cli.containers:create_cmd",
+    "start": "pybuild.cli.containers:start_cmd",
+    "ps": "pybuild.cli.containers:ps_cmd",
+    "stop": "pybuild.cli.containers:stop_cmd",
+    "kill": "pybuild.cli.containers:kill_cmd",
+    "pause": "pybuild.cli.containers:pause_cmd",
+    "unpause": "pybuild.cli.containers:unpause_cmd",
+    "rm": "pybuild.cli.containers:rm_cmd",
+    "exec": "pybuild.cli.containers:exec_cmd",
+    "logs": "pybuild.cli.containers:logs_cmd",
+    "stats": "pybuild.cli.containers:stats_cmd",
+    "export": "pybuild.cli.containers:export_cmd",
+    "commit": "pybuild.cli.containers:commit_cmd",
+    "volume": "pybuild.cli.containers:volume_group",
+    "network": "pybuild.cli.network:network_group",
 }
 
 

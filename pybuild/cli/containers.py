@@ -7,9 +7,8 @@ import contextlib
 import sys
 import time
 
-from pybuild import ui
-from pybuild.cli import Settings, pass_settings
-from pybuild.cmdline import argument, command, echo, group, option
+from pybuild.cli import Settings, pass_settings, ui
+from pybuild.cli.cmdline import argument, command, echo, group, option
 from pybuild.errors import ContainerNotFound, PybuildError, UsageError
 
 TYPE_CHECKING = False
@@ -365,7 +364,7 @@ def commit_cmd(settings: Settings, container: str, reference: str | None, messag
     ref = _reference.parse(reference) if reference else None
     config_changes = None
     if changes:
-        from pybuild.cli_build import config_from_changes
+        from pybuild.cli.build import config_from_changes
 
         config_changes = config_from_changes(changes)
     rt = _runtime(settings)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from pybuild import ui
-from pybuild.cli import Settings, pass_settings
-from pybuild.cmdline import Choice, argument, command, echo, group, option
+from pybuild.cli import Settings, pass_settings, ui
+from pybuild.cli.cmdline import Choice, argument, command, echo, group, option
 from pybuild.errors import ConflictError, PybuildError, UsageError
 from pybuild.store import reference as _reference
 from pybuild.store.images import Image
@@ -35,7 +34,7 @@ def import_cmd(settings: Settings, source: str, reference: str | None, message: 
         raise UsageError(f"cannot import as {reference}", "name the image with a tag, not a digest")
     config = None
     if changes:
-        from pybuild.cli_build import config_from_changes
+        from pybuild.cli.build import config_from_changes
 
         config = config_from_changes(changes)
     store = settings.store()
@@ -194,7 +193,7 @@ def image_inspect_doc(store: Store, image: Image) -> dict[str, Any]:
 @pass_settings
 def inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
     """Show low-level information on images as JSON."""
-    from pybuild.cli_containers import container_inspect_doc
+    from pybuild.cli.containers import container_inspect_doc
     from pybuild.errors import ContainerNotFound
     from pybuild.runtime.lifecycle import Runtime
 
