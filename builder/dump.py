@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import unicodedata
 
-from .instructions import NodeArgs, node_args
 from .lexer import DEFAULT_ESCAPE, RawNode, lex
+from .lineparsers import NodeArgs, node_args
 
 __all__ = ["dump", "dump_node", "go_quote"]
 

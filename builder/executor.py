@@ -57,9 +57,9 @@ from .instructions import (
     Onbuild,
     Run,
     Workdir,
-    parse_instruction,
 )
 from .lexer import lex
+from .parse import parse_instruction
 from .plan import PROXY_ARGS, BuildPlan, PlannedStage, make_plan
 from .progress import BuildOutput
 from .snapshots import chain_lowers, is_dir_below, readonly_view, writable_snapshot
@@ -164,7 +164,7 @@ class Builder:
     # ---- entry point ------------------------------------------------------------------
 
     def build(self) -> BuildResult:
-        from .instructions import parse_dockerfile
+        from .parse import parse_dockerfile
 
         text = self.opts.dockerfile_text
         if text is None:

@@ -3,8 +3,8 @@
 This is the first of three layers, as in BuildKit's ``frontend/dockerfile/parser``:
 it turns the text into one :class:`RawNode` per instruction, with the keyword,
 the leading ``--flags`` and the rest of the (joined) line, but does not look
-inside the arguments. :mod:`pybuild.builder.instructions` parses those, and
-:mod:`pybuild.builder.shellwords` expands variables in them.
+inside the arguments. :mod:`pybuild.builder.lineparsers` and :mod:`pybuild.builder.parse`
+parse those, and :mod:`pybuild.builder.shellwords` expands variables in them.
 """
 
 from __future__ import annotations

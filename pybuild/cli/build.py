@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 def config_from_changes(changes: tuple[str, ...] | list[str]) -> ContainerConfig:
     """``--change`` instructions (as ``docker import -c``) applied to an empty config."""
     from pybuild.builder import imageconfig
-    from pybuild.builder.instructions import parse_instruction
     from pybuild.builder.lexer import lex
+    from pybuild.builder.parse import parse_instruction
 
     config = ContainerConfig()
     for i, change in enumerate(changes, 1):
@@ -63,7 +63,7 @@ def _instruction_json(instr: Any) -> dict[str, Any]:
 def parse_cmd(dockerfile: str, as_json: bool) -> None:
     """Print the parsed instructions of a Dockerfile (for debugging one)."""
     from pybuild.builder.dump import dump
-    from pybuild.builder.instructions import parse_dockerfile
+    from pybuild.builder.parse import parse_dockerfile
 
     if dockerfile == "-":
         text, name = sys.stdin.read(), "Dockerfile"
@@ -237,8 +237,8 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
     if output_specs:
         from pybuild.builder.outputs import write_output
 
-        for spec in output_specs:
-            write_output(store, image, spec, refs)
+        for output_spec in output_specs:
+            write_output(store, image, output_spec, refs)
     if iidfile:
         Path(iidfile).write_text(image.id)
     if quiet or progress == "quiet":

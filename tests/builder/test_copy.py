@@ -24,7 +24,7 @@ import zstandard
 
 from pybuild.builder.context import Context, SourceTree
 from pybuild.builder.copy import ChmodSpec, CopySummary, copy_instruction, copy_sources, is_archive, resolve_dest
-from pybuild.builder.instructions import parse_dockerfile
+from pybuild.builder.parse import parse_dockerfile
 from pybuild.errors import BuildError, UnsafeLayerError
 from pybuild.linux import mount as _mount
 from pybuild.store.layertar import apply_layer

@@ -23,11 +23,9 @@ from pybuild.builder.instructions import (
     User,
     Volume,
     Workdir,
-    parse_dockerfile,
-    parse_duration,
-    parse_instruction,
 )
 from pybuild.builder.lexer import Heredoc, RawNode, lex, split_command, split_lines
+from pybuild.builder.parse import parse_dockerfile, parse_duration, parse_instruction
 from pybuild.builder.shellwords import expand, expand_words
 from pybuild.errors import DockerfileError
 
