@@ -64,6 +64,7 @@ from pybuild.linux import safefs as _safefs
 from pybuild.records import field, record
 from pybuild.runtime import users as _users
 from pybuild.runtime.rootfs import secure_join
+from pybuild.store import tarformat
 from pybuild.store.compression import open_decompressed
 from pybuild.store.layertar import apply_layer
 
@@ -279,14 +280,7 @@ def tar_header_ok(block: bytes) -> bool:
     """Whether a 512-byte block is a tar header (its checksum, signed or unsigned, and size field check out)."""
     if len(block) != 512 or block == bytes(512):
         return False
-    try:
-        stored = int(block[148:156].split(b"\0", 1)[0].strip(b" ") or b"-1", 8)
-    except ValueError:
-        return False
-    field_ = block[148:156]
-    unsigned = sum(block) - sum(field_) + 8 * 32
-    signed = sum(b - 256 if b > 127 else b for b in block) - sum(b - 256 if b > 127 else b for b in field_) + 8 * 32
-    if stored not in (unsigned, signed):
+    if not tarformat.checksum_ok(block):
         return False
     size = block[124:136]
     if size[0] & 0x80:

@@ -341,10 +341,10 @@ def test_write_layer_skips_sockets(tmp_path: Path) -> None:
 
 
 def test_large_file_header_uses_pax_size() -> None:
-    from pybuild.store import layertar
+    from pybuild.store import tarformat
 
     size = (8 << 30) + 12345
-    header = layertar._header(b"huge.bin", 0o644, 0, 0, size, 0, b"0")
+    header = tarformat.entry_header(b"huge.bin", 0o644, 0, 0, size, 0, b"0")
     with tarfile.open(fileobj=io.BytesIO(header), mode="r|") as tf:
         info = tf.next()
     assert info is not None and info.size == size and info.name == "huge.bin"

@@ -1,0 +1,53 @@
+"""Whiteouts: how a layer says a file was deleted, in a tar and in an overlay upper dir.
+
+In a layer tar (OCI image-spec, as Docker writes it) a deleted ``name`` is an
+empty file ``.wh.name`` and an opaque directory (one whose lower contents are
+hidden) holds ``.wh..wh..opq``; other ``.wh..wh.`` names are AUFS metadata,
+ignored. In an overlay upper dir the same are a 0/0 character device and the
+``trusted.overlay.opaque=y`` xattr. This module converts between the two.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+WHITEOUT_PREFIX = b".wh."
+WHITEOUT_META_PREFIX = b".wh..wh."
+WHITEOUT_OPAQUE = b".wh..wh..opq"
+OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+# overlay's own xattrs: never taken from a tar, never written into one (but opaque, as the marker)
+OVERLAY_XATTR_PREFIXES = (b"trusted.overlay.", b"user.overlay.")
+
+OPAQUE, META, WHITEOUT = "opaque", "meta", "whiteout"
+
+
+def is_overlay_whiteout(st: os.stat_result) -> bool:
+    """Whether ``st`` is overlayfs's mark of a deleted file (a 0/0 character device)."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def tar_name(dir_prefix: bytes, name: bytes) -> bytes:
+    """The tar name that deletes ``name`` in the directory ``dir_prefix`` (``a/b/`` or empty)."""
+    return dir_prefix + WHITEOUT_PREFIX + name
+
+
+def classify(leaf: bytes) -> tuple[str | None, bytes]:
+    """What a tar entry's last component means: (OPAQUE|META|WHITEOUT, deleted name) or (None, b"")."""
+    if not leaf.startswith(WHITEOUT_PREFIX):
+        return None, b""
+    if leaf == WHITEOUT_OPAQUE:
+        return OPAQUE, b""
+    if leaf.startswith(WHITEOUT_META_PREFIX):
+        return META, b""
+    return WHITEOUT, leaf[len(WHITEOUT_PREFIX):]
+
+
+def make_overlay_whiteout(parent_fd: int, name: bytes) -> None:
+    """Mark ``name`` in ``parent_fd`` deleted, as overlayfs does (needs CAP_MKNOD)."""
+    os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
+
+
+def mark_opaque(dir_fd: int) -> None:
+    """Hide what lower layers hold in this directory (a trusted.* xattr: needs CAP_SYS_ADMIN)."""
+    os.setxattr(dir_fd, OVERLAY_OPAQUE_XATTR, b"y")
