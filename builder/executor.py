@@ -37,7 +37,7 @@ from pybuild.store import reference as _reference
 from pybuild.store.buildcache import CacheRecord, SlotInputs
 from pybuild.store.images import Image, now_iso
 from pybuild.store.layers import Snapshot
-from pybuild.store.model import ContainerConfig, Descriptor, HistoryEntry, ImageConfig, Platform
+from pybuild.store.model import ContainerConfig, HistoryEntry, ImageConfig, Platform
 from pybuild.store.root import Store
 
 from . import cachekey, imageconfig
@@ -62,42 +62,12 @@ from .lexer import lex
 from .parse import parse_instruction
 from .plan import PROXY_ARGS, BuildPlan, PlannedStage, make_plan
 from .progress import BuildOutput
+from .runmounts import SecretSource
+from .runstep import BUILD_HOSTNAME, RunContext, RunStep
 from .snapshots import chain_lowers, is_dir_below, readonly_view, writable_snapshot
+from .state import State
 
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BUILD_HOSTNAME = "pybuild"
-
-
-@record(frozen=True)
-class State:
-    """An image as built so far."""
-
-    config: ImageConfig
-    layers: tuple[Descriptor, ...]
-    key: str
-
-    @property
-    def top_chain(self) -> str | None:
-        return _digest.chain_id(list(self.config.diff_ids)) if self.config.diff_ids else None
-
-
-@record(frozen=True)
-class SecretSource:
-    id: str
-    path: str | None = None
-    env: str | None = None
-
-    def read(self) -> bytes:
-        if self.path is not None:
-            try:
-                with open(self.path, "rb") as f:
-                    return f.read()
-            except OSError as exc:
-                raise BuildError(f"secret {self.id}: cannot read {self.path}: {exc.strerror}") from None
-        value = os.environ.get(self.env or self.id)
-        if value is None:
-            raise BuildError(f"secret {self.id}: environment variable {self.env or self.id} is not set")
-        return value.encode()
 
 
 @record
@@ -892,10 +862,24 @@ class _StageRun:
 
     # ---- RUN ------------------------------------------------------------------------------------------
 
-    def _run(self, state: State, instr: Run, env: Mapping[str, str], step_index: int) -> State:
-        from .runstep import RunStep
+    def _run_context(self) -> RunContext:
+        b = self.b
+        return RunContext(
+            store=self.store, context=b.opts.context, network=b.opts.network, secrets=b.opts.secrets,
+            build_args=b.opts.build_args, stage_args=dict(self.args), escape=self.escape, limits=b.opts.limits,
+            scratch=b.scratch, output=b.out, checksum_memo=self.checksum_memo, chain_of=self._chain_of,
+            init_layer=b.init_layer, bridge_netns=b.bridge_netns, track=b.track, check_cancel=b._check_cancel)
 
-        step = RunStep(self, state, instr, env)
+    def _chain_of(self, source_from: str, instr: Run) -> str | None:
+        """The top chain id of a RUN --mount's from=: a stage of this build, or an image."""
+        index = self.plan.stage_index(source_from, self.planned.index)
+        if index is not None:
+            return self.deps[index].top_chain
+        chain: str | None = self.b.base_image(source_from, instr).top_chain_id
+        return chain
+
+    def _run(self, state: State, instr: Run, env: Mapping[str, str], step_index: int) -> State:
+        step = RunStep(self._run_context(), state, instr, env)
         text = step.text
         args_used = self._public_args()
         key = cachekey.step_key(state.key, "RUN", args=step.argv, mounts=step.mount_keys, network=step.network,

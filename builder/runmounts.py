@@ -10,6 +10,7 @@ default). ``ssh`` is refused with a clear message.
 from __future__ import annotations
 
 import csv
+import os
 import posixpath
 
 from pybuild.errors import BuildError
@@ -215,3 +216,24 @@ def parse_mounts(texts: list[str], workdir: str = "/") -> list[MountSpec]:
         except ValueError as exc:
             raise BuildError(f"invalid RUN --mount={text}: {exc}") from None
     return out
+
+
+@record(frozen=True)
+class SecretSource:
+    """Where a build secret comes from: a file (``src=``) or an environment variable (``env=``)."""
+
+    id: str
+    path: str | None = None
+    env: str | None = None
+
+    def read(self) -> bytes:
+        if self.path is not None:
+            try:
+                with open(self.path, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise BuildError(f"secret {self.id}: cannot read {self.path}: {exc.strerror}") from None
+        value = os.environ.get(self.env or self.id)
+        if value is None:
+            raise BuildError(f"secret {self.id}: environment variable {self.env or self.id} is not set")
+        return value.encode()

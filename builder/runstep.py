@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pybuild.errors import BuildError, PybuildError
 from pybuild.linux.fsutil import remove_tree
+from pybuild.records import record
 from pybuild.store.layers import Snapshot
 
 from .checksum import checksum_sources
@@ -31,22 +32,55 @@ from .copy import make_dirs
 from .imageconfig import DEFAULT_SHELL
 from .instructions import Run
 from .plan import PROXY_ARGS
-from .progress import OutputPump
-from .runmounts import MountSpec, parse_mounts, raw_from
+from .progress import BuildOutput, OutputPump
+from .runmounts import MountSpec, SecretSource, parse_mounts, raw_from
 from .snapshots import readonly_view, remove_mount_stubs
+from .state import State
 
 if TYPE_CHECKING:
-    from pybuild.runtime.spec import Mount
+    from collections.abc import Callable
+    from typing import Any
 
-    from .executor import State, _StageRun
+    from pybuild.runtime.cgroups import Limits
+    from pybuild.runtime.spec import Mount
+    from pybuild.store.root import Store
+
+    from .checksum import ChecksumCache
+    from .context import SourceTree
 
 SCRIPT_DIR = "/dev/pipes"
+BUILD_HOSTNAME = "pybuild"
+
+
+@record(frozen=True)
+class RunContext:
+    """What a RUN step needs from the build around it, and nothing more (BuildKit's dispatch state/options).
+
+    The callables are the build's services: the builder passes its own
+    methods, so a step never reaches into the builder or its stage.
+    """
+
+    store: Store
+    context: SourceTree  # the build context, for bind mounts from it
+    network: str  # the build's --network
+    secrets: Mapping[str, SecretSource]
+    build_args: Mapping[str, str]  # --build-arg values (the proxy ones reach the command)
+    stage_args: Mapping[str, str]  # the ARGs of this stage, with their values
+    escape: str
+    limits: Limits | None
+    scratch: Path
+    output: BuildOutput
+    checksum_memo: Callable[[], ChecksumCache]
+    chain_of: Callable[[str, Run], str | None]  # a mount's from= (stage or image) -> its top chain id
+    init_layer: Callable[[], str]
+    bridge_netns: Callable[[], str]
+    track: Callable[[Any, bool], None]  # a step's process started (True) or ended (False)
+    check_cancel: Callable[[], None]
 
 
 class RunStep:
-    def __init__(self, stage: _StageRun, state: State, instr: Run, env: Mapping[str, str]) -> None:
-        self.stage = stage
-        self.b = stage.b
+    def __init__(self, ctx: RunContext, state: State, instr: Run, env: Mapping[str, str]) -> None:
+        self.ctx = ctx
         self.state = state
         self.instr = instr
         config = state.config.config
@@ -59,16 +93,16 @@ class RunStep:
         except ValueError as exc:
             raise _located(instr, f"invalid RUN --mount: {exc}") from None
         try:
-            self.mounts = parse_mounts([_expand(m, env, stage.escape) for m in instr.mounts],
+            self.mounts = parse_mounts([_expand(m, env, ctx.escape) for m in instr.mounts],
                                        config.working_dir or "/")
         except PybuildError as exc:
             raise _located(instr, exc.message) from None
         # "default" (or no --network) is the build's own network; the build's default is the
         # bridge, as for containers (Docker's builder does the same)
-        network = instr.network if instr.network not in (None, "", "default") else self.b.opts.network
+        network = instr.network if instr.network not in (None, "", "default") else ctx.network
         self.network = "bridge" if network in (None, "", "default") else network
         for m in self.mounts:
-            if m.type == "secret" and m.required and m.id not in self.b.opts.secrets:
+            if m.type == "secret" and m.required and m.id not in ctx.secrets:
                 # before the cache is asked: a cached result is no excuse for a missing required secret
                 raise _located(instr, f"secret {m.id} is required but was not given",
                                f"pass --secret id={m.id},src=FILE")
@@ -107,7 +141,7 @@ class RunStep:
         config = self.state.config.config
         env = list(config.env)
         names = {e.partition("=")[0] for e in env}
-        extra = {**{k: v for k, v in self.b.opts.build_args.items() if k in PROXY_ARGS}, **self.stage.args}
+        extra = {**{k: v for k, v in self.ctx.build_args.items() if k in PROXY_ARGS}, **self.ctx.stage_args}
         for key, value in extra.items():
             if key not in names:
                 env.append(f"{key}={value}")
@@ -122,7 +156,7 @@ class RunStep:
         key = m.canonical()
         if m.type == "bind" and m.source_from is None:
             try:
-                digest = checksum_sources(self.b.opts.context, [m.source or "."], cache=self.stage.checksum_memo())
+                digest = checksum_sources(self.ctx.context, [m.source or "."], cache=self.ctx.checksum_memo())
             except BuildError as exc:
                 raise _located(self.instr, f"RUN --mount: {exc.message}") from None
             key += f",content={digest}"
@@ -132,14 +166,10 @@ class RunStep:
 
     def _from_chain(self, m: MountSpec) -> str | None:
         assert m.source_from is not None
-        index = self.stage.plan.stage_index(m.source_from, self.stage.planned.index)
-        if index is not None:
-            return self.stage.deps[index].top_chain
-        chain: str | None = self.b.base_image(m.source_from, self.instr).top_chain_id
-        return chain
+        return self.ctx.chain_of(m.source_from, self.instr)
 
     def _secret(self, m: MountSpec) -> bytes:
-        source = self.b.opts.secrets.get(m.id)
+        source = self.ctx.secrets.get(m.id)
         if source is None:
             if m.required:
                 raise _located(self.instr, f"secret {m.id} is required but was not given",
@@ -163,7 +193,7 @@ class RunStep:
                 elif m.type == "secret":
                     if not m.target:
                         continue
-                    if m.id not in self.b.opts.secrets and not m.required:
+                    if m.id not in self.ctx.secrets and not m.required:
                         continue  # an optional secret that was not given: nothing is mounted
                     path = scratch / f"secret-{hashlib.sha256(m.id.encode()).hexdigest()[:16]}"
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
@@ -187,9 +217,9 @@ class RunStep:
         from pybuild.runtime.rootfs import secure_join
 
         if m.source_from is None:
-            root = self.b.opts.context.root
+            root = self.ctx.context.root
         else:
-            root = str(stack.enter_context(readonly_view(self.b.store.layers, self._from_chain(m), scratch)))
+            root = str(stack.enter_context(readonly_view(self.ctx.store.layers, self._from_chain(m), scratch)))
         source: str = secure_join(root, m.source or "/")
         if not os.path.exists(source):
             raise _located(self.instr, f"RUN --mount: source {m.source or '/'} not found"
@@ -220,7 +250,7 @@ class RunStep:
 
     @contextlib.contextmanager
     def _cache_dir(self, m: MountSpec, scratch: Path) -> Iterator[Path]:
-        base = self.b.store.root / "buildcache" / "mounts"
+        base = self.ctx.store.root / "buildcache" / "mounts"
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         name, seed_chain = self._cache_identity(m)
         path = base / name
@@ -263,7 +293,7 @@ class RunStep:
 
         source = m.source or "/"
         where = f"RUN --mount=type=cache,from={m.source_from}"
-        with readonly_view(self.b.store.layers, chain, scratch) as root:
+        with readonly_view(self.ctx.store.layers, chain, scratch) as root:
             try:
                 st = os.stat(secure_join(str(root), source))
             except OSError:
@@ -284,14 +314,12 @@ class RunStep:
         from pybuild.runtime.run import execute
         from pybuild.runtime.spec import ContainerSpec, OverlayRootfs, ProcessSpec
 
-        from .executor import BUILD_HOSTNAME
-
-        layers = self.b.store.layers
-        init = self.b.init_layer()
+        layers = self.ctx.store.layers
+        init = self.ctx.init_layer()
         lowers = (init, *layers.lowers(snap.cache_id))
         config = self.state.config.config
         cwd = config.working_dir or "/"
-        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.b.scratch))
+        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.ctx.scratch))
         try:
             with contextlib.ExitStack() as stack:
                 mounts = stack.enter_context(self._runtime_mounts(scratch))
@@ -299,30 +327,30 @@ class RunStep:
                 process = ProcessSpec(args=self.argv, env=self.process_env(), cwd=cwd, user=config.user)
                 netns = None
                 if self.network == "bridge":
-                    netns = self.b.bridge_netns()
+                    netns = self.ctx.bridge_netns()
                 spec = ContainerSpec(
                     rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME,
                     network="none" if netns else self.network, netns=netns, mounts=tuple(mounts),
                     overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"))
-                pump = OutputPump(self.b.out, label)
+                pump = OutputPump(self.ctx.output, label)
                 started: list[object] = []
 
                 def on_started(proc: object, _cg: object) -> None:
                     started.append(proc)
-                    self.b.track(proc, True)
+                    self.ctx.track(proc, True)
 
                 try:
-                    cgroup = f"pybuild/{build_cgroup_prefix(self.b.store.root)}{snap.cache_id[:12]}"
-                    result = execute(spec, cgroup_name=cgroup, limits=self.b.opts.limits, stdout=pump.write_fd,
+                    cgroup = f"pybuild/{build_cgroup_prefix(self.ctx.store.root)}{snap.cache_id[:12]}"
+                    result = execute(spec, cgroup_name=cgroup, limits=self.ctx.limits, stdout=pump.write_fd,
                                      stderr=pump.write_fd, on_started=on_started, proxy_signals=False)
                 except PybuildError as exc:
                     raise _located(self.instr, f"RUN failed: {exc}") from None
                 finally:
                     pump.finish()
                     for proc in started:
-                        self.b.track(proc, False)
+                        self.ctx.track(proc, False)
             if result.exit_code != 0:
-                self.b._check_cancel()
+                self.ctx.check_cancel()
                 from pybuild.runtime.run import oom_message
 
                 detail = f"exit code: {result.exit_code}"

@@ -86,7 +86,7 @@ def parse_cmd(dockerfile: str, as_json: bool) -> None:
 
 
 def _secrets(items: tuple[str, ...]) -> dict[str, Any]:
-    from pybuild.builder.executor import SecretSource
+    from pybuild.builder.runmounts import SecretSource
 
     out: dict[str, SecretSource] = {}
     for item in items:
