@@ -56,7 +56,7 @@ import stat
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pybuild.errors import BuildError, ContainerError, LayerError, PybuildError
@@ -252,7 +252,8 @@ def resolve_dest(dest: str, workdir: str = "/") -> tuple[str, bool]:
     return go_clean("/" + path), is_dir
 
 
-def _is_url(src: str) -> bool:
+def is_url(src: str) -> bool:
+    """Whether an ADD source is fetched over HTTP(S) rather than read from the context."""
     return src.startswith(("http://", "https://"))
 
 
@@ -601,9 +602,18 @@ class _Writer:
 # ---------------------------------------------------------------------------- ADD from URLs
 
 
-def _download(url: str, scratch_dir: str | None, checksum: str | None, session: Any,
-              timeout: float) -> tuple[str, int | None]:
-    """Stream ``url`` to a temp file; (path, mtime in ns from Last-Modified or None)."""
+@record(frozen=True)
+class Download:
+    """A URL fetched for ADD: the temp file holding it, its Last-Modified (ns) and its sha256 digest."""
+
+    path: str
+    mtime: int | None
+    digest: str
+
+
+def download(url: str, scratch_dir: str | None, checksum: str | None = None, session: Any = None,
+             timeout: float = HTTP_TIMEOUT) -> Download:
+    """Stream ``url`` to a temp file in ``scratch_dir`` (the caller removes it), checked against ``checksum``."""
     import requests
 
     own = session is None
@@ -634,7 +644,7 @@ def _download(url: str, scratch_dir: str | None, checksum: str | None, session: 
                 mtime = int(email.utils.parsedate_to_datetime(last_modified).timestamp()) * 10**9
             except (TypeError, ValueError, IndexError, OverflowError):
                 mtime = None
-        return tmp, mtime
+        return Download(tmp, mtime, actual)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -668,19 +678,22 @@ def copy_sources(
     scratch_dir: str | os.PathLike[str] | None = None,
     session: Any = None,
     http_timeout: float = HTTP_TIMEOUT,
+    downloaded: Mapping[str, Download] | None = None,
 ) -> CopySummary:
     """Perform ``COPY``/``ADD`` (``add=True``) of ``sources`` (and ``heredocs``: (name, content)) to ``dest``.
 
     ``tree`` is where sources are read from (the build context, or a stage's
-    rootfs for ``--from`` with ``preserve_owner=True``). See the module doc
-    for the rules.
+    rootfs for ``--from`` with ``preserve_owner=True``). URLs in
+    ``downloaded`` were fetched already (to compute the cache key): they are
+    used, not fetched again, and stay the caller's to remove. See the module
+    doc for the rules.
     """
     keyword = "ADD" if add else "COPY"
     root = os.path.realpath(os.fspath(dest_root))
     if not os.path.isdir(root):
         raise BuildError(f"{keyword} failed: destination root {dest_root} is not a directory")
     dest_abs, dest_is_dir = resolve_dest(dest, workdir)
-    urls = [s for s in sources if _is_url(s)]
+    urls = [s for s in sources if is_url(s)]
     if urls and not add:
         raise BuildError("source can't be a URL for COPY")
     if checksum is not None:
@@ -696,7 +709,7 @@ def copy_sources(
     exclude_matcher = Matcher(list(excludes)) if excludes else None
     items: list[Selection | str] = []  # in source order: selections, and URLs
     for src in sources:
-        if _is_url(src):
+        if is_url(src):
             items.append(src)
             continue
         if tree is None:
@@ -713,16 +726,20 @@ def copy_sources(
     owner = resolve_chown(chown, root) if chown else None
     spec = ChmodSpec.parse(chmod) if chmod else None
     writer = _Writer(_Options(root, owner, spec, preserve_owner, epoch, keyword))
-    downloads: dict[str, tuple[str, int | None]] = {}
+    fetched: dict[str, Download] = {}  # fetched here, removed here
     try:
         # Every URL is fetched (and verified) before anything is written.
         for url in urls:
-            if url not in downloads:
-                downloads[url] = _download(url, os.fspath(scratch_dir) if scratch_dir else None, checksum,
-                                           session, http_timeout)
+            given = (downloaded or {}).get(url)
+            if given is not None and checksum is not None and given.digest != checksum:
+                raise BuildError(f"ADD failed: digest mismatch for {url}: expected {checksum}, got {given.digest}")
+            if given is None and url not in fetched:
+                fetched[url] = download(url, os.fspath(scratch_dir) if scratch_dir else None, checksum,
+                                        session, http_timeout)
         for item in items:
             if isinstance(item, str):
-                _write_download(writer, item, *downloads[item], dest_abs, dest_is_dir)
+                got = (downloaded or {}).get(item) or fetched[item]
+                _write_download(writer, item, got.path, got.mtime, dest_abs, dest_is_dir)
             else:
                 assert tree is not None
                 _write_selection(writer, tree, item, exclude_matcher, dest_abs, dest_is_dir, add)
@@ -735,9 +752,9 @@ def copy_sources(
         where = f": {exc.filename}" if exc.filename else ""
         raise BuildError(f"{keyword} failed: {exc.strerror or exc}{where}") from None
     finally:
-        for tmp, _ in downloads.values():
+        for got in fetched.values():
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(got.path)
     return writer.summary
 
 
@@ -784,6 +801,7 @@ def copy_instruction(
     epoch: int | None = None,
     scratch_dir: str | os.PathLike[str] | None = None,
     session: Any = None,
+    downloaded: Mapping[str, Download] | None = None,
 ) -> CopySummary:
     """Perform an (already variable-expanded) COPY or ADD instruction into ``dest_root``.
 
@@ -801,7 +819,7 @@ def copy_instruction(
             dest_root, instruction.sources, instruction.dest, tree=tree, workdir=workdir, heredocs=docs,
             chown=instruction.chown, chmod=instruction.chmod, excludes=instruction.excludes, add=True,
             checksum=instruction.checksum, preserve_owner=preserve_owner, epoch=epoch,
-            scratch_dir=scratch_dir, session=session,
+            scratch_dir=scratch_dir, session=session, downloaded=downloaded,
         )
     return copy_sources(
         dest_root, instruction.sources, instruction.dest, tree=tree, workdir=workdir, heredocs=docs,

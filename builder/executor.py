@@ -43,7 +43,7 @@ from pybuild.store.root import Store
 from . import cachekey, imageconfig
 from .checksum import ChecksumCache, checksum_sources
 from .context import Context, SourceTree
-from .copy import copy_instruction, heredoc_sources, make_dirs, resolve_chown
+from .copy import Download, copy_instruction, download, heredoc_sources, is_url, make_dirs, resolve_chown
 from .imageconfig import ConfigDraft
 from .instructions import (
     Add,
@@ -768,8 +768,11 @@ class _StageRun:
         workdir = config.working_dir or "/"
         text = _copy_text(expanded)
         files: dict[str, str] = {}
-        with self._copy_source(expanded, state) as (source_tree, source_chain, source_name):
-            sources_digest = self._sources_digest(expanded, source_tree, source_chain, files)
+        downloads: dict[str, Download] = {}  # ADD's URLs, fetched once: for the key and, on a miss, the copy
+        with contextlib.ExitStack() as cleanup, self._copy_source(expanded, state) as (source_tree, source_chain,
+                                                                                        source_name):
+            cleanup.callback(_remove_downloads, downloads)
+            sources_digest = self._sources_digest(expanded, source_tree, source_chain, files, downloads)
             key = cachekey.step_key(
                 state.key, expanded.keyword, sources=expanded.sources, dest=expanded.dest, workdir=workdir,
                 heredocs=docs, chown=expanded.chown, chmod=expanded.chmod, excludes=expanded.excludes,
@@ -793,7 +796,8 @@ class _StageRun:
                 with target_ctx as root:
                     summary = copy_instruction(expanded, root, tree=source_tree, workdir=workdir, heredocs=docs,
                                                preserve_owner=source_chain is not None or source_name != "context",
-                                               epoch=self.b._epoch, scratch_dir=self.b.scratch)
+                                               epoch=self.b._epoch, scratch_dir=self.b.scratch,
+                                               downloaded=downloads)
             except BuildError as exc:
                 layers.discard(snap)
                 raise _located(instr, exc.message, exc.hint) from None
@@ -833,9 +837,9 @@ class _StageRun:
             yield SourceTree(root, where=f"stage {from_ref}"), chain, name
 
     def _sources_digest(self, instr: Copy | Add, tree: SourceTree | None, chain: str | None,
-                        files: dict[str, str]) -> str:
-        local = [s for s in instr.sources if not _is_url(s)]
-        urls = [s for s in instr.sources if _is_url(s)]
+                        files: dict[str, str], downloads: dict[str, Download]) -> str:
+        local = [s for s in instr.sources if not is_url(s)]
+        urls = [s for s in instr.sources if is_url(s)]
         parts: list[str] = []
         parents = getattr(instr, "parents", False)
         if local and tree is not None and chain is not None:
@@ -856,8 +860,15 @@ class _StageRun:
                                               keyword=instr.keyword, files=files))
             except BuildError as exc:
                 raise _located(instr, exc.message, exc.hint) from None
+        checksum = getattr(instr, "checksum", None)
         for url in urls:
-            parts.append(f"{url}={getattr(instr, 'checksum', None) or _url_digest(url, instr)}")
+            if checksum is None and url not in downloads:
+                # ADD without --checksum must notice a changed file: what the URL serves now is the key
+                try:
+                    downloads[url] = download(url, str(self.b.scratch))
+                except BuildError as exc:
+                    raise _located(instr, exc.message, exc.hint) from None
+            parts.append(f"{url}={checksum or downloads[url].digest}")
         return str(_digest.of_bytes("\n".join(parts).encode()))
 
     # ---- RUN ------------------------------------------------------------------------------------------
@@ -931,26 +942,10 @@ def _expand_heredoc(word: str, env: Mapping[str, str], escape: str) -> str:
     return shellwords.expand(word, env, escape, raw_quotes=True, raw_escapes=True)
 
 
-def _is_url(src: str) -> bool:
-    return src.startswith(("http://", "https://"))
-
-
-def _url_digest(url: str, instr: Instruction) -> str:
-    """sha256 of what ``url`` serves now (ADD without --checksum must notice a changed file)."""
-    import hashlib
-
-    import requests
-
-    h = hashlib.sha256()
-    try:
-        with requests.get(url, stream=True, timeout=60, headers={"Accept-Encoding": "identity"}) as resp:
-            if resp.status_code >= 400:
-                raise _located(instr, f"ADD failed: GET {url}: invalid response status {resp.status_code}")
-            for chunk in resp.iter_content(1 << 20):
-                h.update(chunk)
-    except requests.RequestException as exc:
-        raise _located(instr, f"ADD failed: GET {url}: {exc}") from None
-    return "sha256:" + h.hexdigest()
+def _remove_downloads(downloads: Mapping[str, Download]) -> None:
+    for got in downloads.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(got.path)
 
 
 def run_build(store: Store, options: BuildOptions, output: BuildOutput | None = None,

@@ -243,8 +243,10 @@ def test_copy_chown_names_and_chmod(bcli: Cli, ctx: Path) -> None:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     body = b"downloaded\n"
+    gets = 0
 
     def do_GET(self) -> None:  # noqa: N802
+        type(self).gets += 1
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
@@ -268,15 +270,19 @@ def test_add_url_and_archive(bcli: Cli, ctx: Path) -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/dl.txt"
         write_context(ctx, {"Dockerfile": f"FROM busybox\nADD {url} /got/\nADD bundle.tar.gz /unpacked/\n",
                             "bundle.tar.gz": buf.getvalue()})
+        _Handler.gets = 0
         bcli("build", "-t", "add:v1", str(ctx))
+        assert _Handler.gets == 1  # fetched once: the cache key and the copy share the download
         out = bcli("run", "--rm", "add:v1", "cat", "/got/dl.txt", "/unpacked/inside/file.txt").stdout
         assert out == "downloaded\nfrom the archive\n"
         assert "CACHED [2/3] ADD" in bcli("build", "-t", "add:v1", str(ctx)).stdout
+        assert _Handler.gets == 2
         _Handler.body = b"changed!!!\n"
         assert "CACHED [2/3] ADD" not in bcli("build", "-t", "add:v1", str(ctx)).stdout
     finally:
         server.shutdown()
         _Handler.body = b"downloaded\n"
+        assert not list((bcli.root / "tmp").glob("**/add-*")), "a downloaded file was left behind"
 
 
 def test_run_mounts_cache_bind_tmpfs_secret(bcli: Cli, ctx: Path, workdir: Path) -> None:
