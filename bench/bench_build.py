@@ -404,7 +404,7 @@ def main() -> None:
         runc = sh("runc", "--version").stdout.decode().split()[2]
         isolation = f"oci (buildah's default, BUILDAH_ISOLATION unset; runc {runc})"
     pybuild = find_pybuild()
-    # Byte-compile pybuild's packages once; the warm-up round fills the rest (lark, requests, ...).
+    # Byte-compile pybuild's packages once; the warm-up round fills the rest (requests, ...).
     for sub in ("pybuild", "pybuild.store", "pybuild.builder", "pybuild.runtime", "pybuild.registry"):
         mod = __import__(sub, fromlist=["_"])
         compileall.compile_dir(str(Path(str(mod.__file__)).parent), quiet=1)
