@@ -13,10 +13,11 @@ upload is resumed from the offset the registry reports, or restarted.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urljoin
@@ -140,6 +141,24 @@ class RegistryClient:
     def cancel(self) -> None:
         """Make transfers in flight stop soon (they raise Interrupted)."""
         self.transport.cancelled.set()
+
+    @contextlib.contextmanager
+    def transfers(self, count: int, name: str) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+        """Worker threads for ``count`` blob transfers (at most ``options.concurrency``).
+
+        If the block fails (Ctrl-C included), the transfers in flight are
+        cancelled; they have all ended when it is left.
+        """
+        workers = max(1, min(self.options.concurrency, count or 1))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        try:
+            yield pool
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.transport.cancelled.clear()
 
     def __enter__(self) -> RegistryClient:
         return self

@@ -23,7 +23,6 @@ the next pull uses them) and temp files the next open removes.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -202,7 +201,7 @@ class _Puller:
         candidates = [d for d in index.manifests if d.platform is not None and d.platform.matches(want)
                       and d.media_type in (*MANIFEST_TYPES, "")]
         exact = [d for d in candidates if d.platform is not None and d.platform.variant == want.variant]
-        return (exact or candidates or [None])[0]
+        return next(iter(exact or candidates), None)
 
     def _config(self, desc: Descriptor) -> bytes:
         blobs = self.store.blobs
@@ -229,10 +228,8 @@ class _Puller:
             self.progress.update(short(desc.digest), "Pulling fs layer")
         if not todo and all(have_layer):
             return
-        workers = max(1, min(self.client.options.concurrency, len(todo) or 1))
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
-        futures = {dgst: executor.submit(self._download, desc) for dgst, desc in todo.items()}
-        try:
+        with self.client.transfers(len(todo), "pull") as pool:
+            futures = {dgst: pool.submit(self._download, desc) for dgst, desc in todo.items()}
             for i, (desc, chain) in enumerate(zip(layers, chains, strict=True)):
                 key = short(desc.digest)
                 future = futures.get(desc.digest)
@@ -254,12 +251,6 @@ class _Puller:
                     except PybuildError as exc:
                         raise prefixed(exc, f"layer {i + 1} ({key})") from None
                 self.progress.update(key, "Pull complete")
-        except BaseException:
-            self.client.cancel()
-            raise
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-            self.client.transport.cancelled.clear()
 
     def _download(self, desc: Descriptor) -> None:
         key = short(desc.digest)

@@ -15,7 +15,6 @@ is pushed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 
 from pybuild.errors import DigestMismatch, LayerError, RegistryError, UsageError
@@ -174,17 +173,9 @@ class _Pusher:
     def _push_layers(self, layers: list[Descriptor]) -> list[BlobPushed]:
         if not layers:
             return []
-        workers = max(1, min(self.client.options.concurrency, len(layers)))
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
-        try:
-            futures = [executor.submit(self._push_blob, desc) for desc in layers]
+        with self.client.transfers(len(layers), "push") as pool:
+            futures = [pool.submit(self._push_blob, desc) for desc in layers]
             return [f.result() for f in futures]
-        except BaseException:
-            self.client.cancel()
-            raise
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-            self.client.transport.cancelled.clear()
 
     def _mount_candidates(self, digest: str) -> tuple[str, ...]:
         prefix = self.target.domain + "/"
