@@ -294,21 +294,12 @@ class Builder:
         """The dir (relative to the overlay root) with /etc/hosts, resolv.conf, hostname for RUN steps."""
         with self._init_lock:
             if self._init_snap is None:
-                from pybuild.runtime.lifecycle import resolv_conf
+                from pybuild.runtime import initlayer
 
                 snap = self.store.layers.create(None)
-                etc = snap.diff_dir / "etc"
-                etc.mkdir(mode=0o755)
-                for d in ("proc", "sys", "dev"):
-                    (snap.diff_dir / d).mkdir(mode=0o755)
-                (etc / "hostname").write_text(BUILD_HOSTNAME + "\n")
-                hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                (etc / "hosts").write_text(hosts + f"127.0.1.1\t{BUILD_HOSTNAME}\n")
-                # the host's resolvers; loopback ones mean nothing in a RUN step's own network namespace
-                network = "host" if self.opts.network == "host" else "bridge"
-                (etc / "resolv.conf").write_text(resolv_conf(network))
-                for name in ("hostname", "hosts", "resolv.conf"):
-                    os.chmod(etc / name, 0o644)
+                # /etc/hosts as BuildKit's whatever the network; resolv.conf by the rule containers follow
+                initlayer.write(snap.diff_dir, hostname=BUILD_HOSTNAME, hosts=initlayer.default_hosts(BUILD_HOSTNAME),
+                                resolv_conf=initlayer.resolv_conf(self.opts.network))
                 self._init_snap = snap
             return f"{self._init_snap.cache_id}/diff"
 

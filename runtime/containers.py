@@ -21,6 +21,8 @@ from pybuild.records import field, record
 from pybuild.store.images import now_iso
 from pybuild.store.locks import locked
 
+from .cgroups import Limits
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -66,11 +68,7 @@ class ContainerConfig:
     tty: bool = False
     interactive: bool = False
     mounts: tuple[VolumeMount, ...] = ()
-    memory: int | None = None
-    memory_swap: int | None = None
-    cpus: float | None = None
-    cpu_shares: int | None = None
-    pids_limit: int | None = None
+    limits: Limits = Limits()
     init: bool = False
     stop_signal: str = "SIGTERM"
     stop_timeout: int = 10
@@ -100,6 +98,7 @@ class ContainerConfig:
         for key in ("entrypoint", "cmd"):
             doc[key] = tuple(doc[key]) if doc.get(key) is not None else None
         doc["mounts"] = tuple(VolumeMount(**m) for m in doc.get("mounts") or ())
+        doc["limits"] = _limits_from_json(doc)
         known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 
@@ -110,6 +109,15 @@ class ContainerConfig:
     @property
     def cgroup_name(self) -> str:
         return f"pybuild/{self.id}"
+
+
+def _limits_from_json(doc: dict[str, Any]) -> Limits:
+    """``"limits": {...}``; a config written before that has them as fields of its own (``pids_limit``: pids)."""
+    values = doc.get("limits")
+    if not isinstance(values, dict):
+        values = {"pids" if key == "pids_limit" else key: value for key, value in doc.items()}
+    known = {f.name for f in records.fields(Limits)}
+    return Limits(**{k: v for k, v in values.items() if k in known})
 
 
 @record(frozen=True)
@@ -169,8 +177,7 @@ class ContainerStore:
         return self.dir / container_id
 
     def lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
-        return locked(  # type: ignore[no-any-return]
-            self.path(container_id) / "lock")
+        return locked(self.path(container_id) / "lock")
 
     def new_id(self) -> str:
         return os.urandom(32).hex()

@@ -1,5 +1,6 @@
 """The container lifecycle: create, run (foreground or detached), stop, kill, pause,
-exec, logs, stats, export, commit, remove.
+exec, remove. The other operations on a container have modules of their own:
+``logs``, ``stats``, ``export``, ``commit``.
 
 A running container is owned by a *monitor*: the foreground ``pybuild run``
 process itself, or for ``-d`` a small detached process (the shim) that
@@ -11,7 +12,6 @@ namespace, so no mount is ever left on the host, however a container ends.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -20,17 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pybuild import records
 from pybuild.errors import ConflictError, ContainerError, ContainerNotFound, NetworkError, PybuildError, UsageError
 from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
-from pybuild.store import reference as _reference
 from pybuild.store.images import Image, now_iso
-from pybuild.store.model import ContainerConfig as ImageRunConfig
-from pybuild.store.model import HistoryEntry
 from pybuild.store.root import Store
 
-from . import cgroups
+from . import cgroups, initlayer
 from .containers import (
     CREATED,
     EXITED,
@@ -43,15 +39,15 @@ from .containers import (
     is_alive,
     process_start_time,
 )
+from .environment import merge_env, read_env_file
 from .process import ContainerProcess, enter
 from .run import RunResult, execute, pump_pty
+from .signals import signal_number
 from .spec import DEFAULT_PATH, ContainerSpec, Mount, OverlayRootfs, ProcessSpec
 from .volumes import VolumeStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO
-
     from .network.manager import Attachment, NetworkManager
     from .network.networks import Network
     from .network.ports import PortBinding
@@ -82,60 +78,12 @@ class RunOptions:
     interactive: bool = False
     volumes: list[str] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
-    memory: int | None = None
-    memory_swap: int | None = None
-    cpus: float | None = None
-    cpu_shares: int | None = None
-    pids_limit: int | None = None
+    limits: cgroups.Limits = cgroups.Limits()  # validated by create()
     init: bool = False
     stop_signal: str | None = None
     stop_timeout: int | None = None
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
-
-
-def signal_number(name: str) -> int:
-    """``SIGTERM``, ``TERM``, ``15`` -> 15."""
-    text = name.strip().upper()
-    if text.isdigit():
-        number = int(text)
-        if 0 < number < signal.NSIG:
-            return number
-    else:
-        with contextlib.suppress(AttributeError):
-            return int(getattr(signal.Signals, text if text.startswith("SIG") else "SIG" + text))
-    raise UsageError(f"invalid signal: {name}")
-
-
-def read_env_file(path: str) -> list[str]:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            out.append(line)
-    return out
-
-
-def merge_env(base: tuple[str, ...], extra: list[str]) -> tuple[str, ...]:
-    """Docker's rule: later wins, a bare ``NAME`` takes the host's value (or is dropped)."""
-    order: list[str] = []
-    values: dict[str, str] = {}
-    for item in [*base, *extra]:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid environment variable: {item!r}")
-        if not sep:
-            if key not in os.environ:
-                continue
-            value = os.environ[key]
-        if key not in values:
-            order.append(key)
-        values[key] = value
-    return tuple(f"{k}={values[k]}" for k in order)
 
 
 def find_init() -> Path:
@@ -190,9 +138,7 @@ class Runtime:
             extra.extend(read_env_file(path))
         extra.extend(opts.env)
         env = merge_env(env, extra)
-        limits = cgroups.validate(cgroups.Limits(memory=opts.memory, memory_swap=opts.memory_swap,
-                                                 cpus=opts.cpus, cpu_shares=opts.cpu_shares,
-                                                 pids=opts.pids_limit))
+        limits = cgroups.validate(opts.limits)
         stop_signal = opts.stop_signal or cfg.stop_signal or "SIGTERM"
         signal_number(stop_signal)
         if opts.init:
@@ -205,8 +151,7 @@ class Runtime:
             manifest=image.manifest_digest, created=now_iso(), args=args, env=env,
             cwd=opts.workdir or cfg.working_dir or "/", user=opts.user if opts.user is not None else cfg.user,
             hostname=hostname, network=network, tty=opts.tty, interactive=opts.interactive,
-            mounts=mounts, memory=limits.memory, memory_swap=limits.memory_swap, cpus=limits.cpus,
-            cpu_shares=limits.cpu_shares, pids_limit=limits.pids, init=opts.init, stop_signal=stop_signal,
+            mounts=mounts, limits=limits, init=opts.init, stop_signal=stop_signal,
             stop_timeout=opts.stop_timeout if opts.stop_timeout is not None else 10,
             auto_remove=opts.auto_remove, entrypoint=entrypoint, cmd=cmd, labels=dict(opts.labels),
             ports=ports, dns=dns_servers, add_hosts=add_hosts)
@@ -314,29 +259,10 @@ class Runtime:
         directory while it runs (see :meth:`_hosts_path`), so that members joining
         and leaving a user-defined network show up in it.
         """
-        etc = diff / "etc"
-        etc.mkdir(mode=0o755, exist_ok=True)
-        for d in ("proc", "sys", "dev"):
-            (diff / d).mkdir(mode=0o755, exist_ok=True)
-        (etc / "hostname").write_text(config.hostname + "\n")
-        if config.network == "host":
-            hosts = _read_host_file("/etc/hosts") or "127.0.0.1\tlocalhost\n"
-            for entry in config.add_hosts:
-                name, _, ip = entry.partition(":")
-                if ip != "host-gateway":
-                    hosts += f"{ip}\t{name}\n"
-        elif leased is None and not config.add_hosts:
-            hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                     f"127.0.1.1\t{config.hostname}\n")
-        else:
-            from .network.dns import hosts_file
-
-            hosts = hosts_file(config.hostname, leased[1] if leased else None, config.add_hosts,
-                               leased[0].gateway if leased else None)
-        (etc / "hosts").write_text(hosts)
-        (etc / "resolv.conf").write_text(resolv_conf(config.network, config.dns))
-        for name in ("hostname", "hosts", "resolv.conf"):
-            os.chmod(etc / name, 0o644)
+        address, gateway = (leased[1], leased[0].gateway) if leased is not None else (None, None)
+        initlayer.write(diff, hostname=config.hostname,
+                        hosts=initlayer.hosts(config.hostname, config.network, config.add_hosts, address, gateway),
+                        resolv_conf=initlayer.resolv_conf(config.network, config.dns))
 
     def _prepare_volumes(self, config: ContainerConfig, image: Image) -> None:
         for m in config.mounts:
@@ -375,10 +301,6 @@ class Runtime:
             init=find_init() if config.init else None,
             overlay=OverlayRootfs(layers.overlay, lowers, f"{rw.mount_id}/diff", f"{rw.mount_id}/work"))
 
-    def limits_of(self, config: ContainerConfig) -> cgroups.Limits:
-        return cgroups.Limits(memory=config.memory, memory_swap=config.memory_swap, cpus=config.cpus,
-                              cpu_shares=config.cpu_shares, pids=config.pids_limit)
-
     # ---- running -------------------------------------------------------------------
 
     def _claim(self, config: ContainerConfig) -> None:
@@ -405,7 +327,7 @@ class Runtime:
         try:
             with _start_error():
                 attachment, spec = self._connect(config)
-            result = execute(spec, cgroup_name=config.cgroup_name, limits=self.limits_of(config),
+            result = execute(spec, cgroup_name=config.cgroup_name, limits=config.limits,
                              stdin=stdin, stdout=stdout, stderr=stderr, on_started=started,
                              proxy_signals=proxy_signals)
         except PybuildError as exc:
@@ -493,14 +415,14 @@ class Runtime:
 
     # ---- signals ---------------------------------------------------------------------
 
-    def _running(self, config: ContainerConfig) -> ContainerState:
+    def require_running(self, config: ContainerConfig) -> ContainerState:
         state = self.refresh(config)
         if not state.running:
             raise ConflictError(f"container {config.name} is not running")
         return state
 
     def kill(self, config: ContainerConfig, sig: int = signal.SIGKILL) -> None:
-        state = self._running(config)
+        state = self.require_running(config)
         if state.status == PAUSED and sig in (signal.SIGKILL, signal.SIGTERM):
             with contextlib.suppress(PybuildError):
                 cgroups.open_existing(config.cgroup_name).thaw()
@@ -529,14 +451,14 @@ class Runtime:
             self.wait_exit(config, 10)
 
     def pause(self, config: ContainerConfig) -> None:
-        state = self._running(config)
+        state = self.require_running(config)
         if state.status == PAUSED:
             raise ConflictError(f"container {config.name} is already paused")
         cgroups.open_existing(config.cgroup_name).freeze()
         self.containers.update_state(config.id, status=PAUSED)
 
     def unpause(self, config: ContainerConfig) -> None:
-        state = self._running(config)
+        state = self.require_running(config)
         if state.status != PAUSED:
             raise ConflictError(f"container {config.name} is not paused")
         cgroups.open_existing(config.cgroup_name).thaw()
@@ -566,11 +488,11 @@ class Runtime:
                         self.volumes.remove(m.source)
         self.containers.remove_record(config.id)
 
-    # ---- exec, logs, stats ---------------------------------------------------------------
+    # ---- exec ---------------------------------------------------------------------------
 
     def exec(self, config: ContainerConfig, args: list[str], *, env: list[str], user: str | None,
              workdir: str | None, tty: bool, interactive: bool) -> int:
-        state = self._running(config)
+        state = self.require_running(config)
         if state.status == PAUSED:
             raise ConflictError(f"container {config.name} is paused", "unpause it first")
         base_env = merge_env(config.env, ["TERM=xterm"] if tty else [])
@@ -588,102 +510,6 @@ class Runtime:
                 return proc.wait().code
         finally:
             proc.close()
-
-    def logs(self, config: ContainerConfig, follow: bool, out: BinaryIO, err: BinaryIO,
-             tail: int | None = None) -> None:
-        path = self.containers.log_path(config.id)
-        while not path.exists():
-            if not follow or not self.refresh(config).running:
-                return
-            time.sleep(0.05)
-        with open(path, "rb") as f:
-            if tail is not None:
-                lines = f.readlines()[-tail:] if tail > 0 else []
-                for line in lines:
-                    _emit_log_line(line, out, err)
-            while True:
-                line = f.readline()
-                if line.endswith(b"\n"):
-                    _emit_log_line(line, out, err)
-                    continue
-                if not follow:
-                    return
-                if not self.refresh(config).running:
-                    rest = f.read()
-                    for extra in rest.splitlines(keepends=True):
-                        _emit_log_line(extra, out, err)
-                    return
-                f.seek(f.tell() - len(line))
-                time.sleep(0.1)
-
-    def stats(self, config: ContainerConfig, interval: float = 0.5) -> ContainerStats:
-        state = self._running(config)
-        cg = cgroups.open_existing(config.cgroup_name)
-        first = cg.stats()
-        t0 = time.monotonic()
-        time.sleep(interval)
-        second = cg.stats()
-        elapsed = time.monotonic() - t0
-        cpu = max(second.cpu_usage_ns - first.cpu_usage_ns, 0) / (elapsed * 1e9) * 100
-        rx, tx = _net_bytes(state.pid)
-        return ContainerStats(config.short_id, config.name, cpu, second.memory_usage,
-                              second.memory_limit or _host_memory(), second.pids, rx, tx)
-
-    # ---- export and commit -------------------------------------------------------------
-
-    def export(self, config: ContainerConfig, out: BinaryIO) -> None:
-        from .privatemount import export_rootfs
-
-        state = self.refresh(config)
-        rw = self.store.layers.get_rw(config.id)
-        layers = self.store.layers
-        if state.running:
-            export_rootfs(out, running_pid=state.pid)
-        else:
-            lowers = [f"{rw.mount_id}/diff", *layers.lowers(rw.mount_id)]
-            export_rootfs(out, overlay_root=layers.overlay, lowers=lowers)
-
-    def commit(self, config: ContainerConfig, ref: _reference.Reference | None, *, message: str = "",
-               author: str = "", changes: ImageRunConfig | None = None, pause: bool = True) -> Image:
-        """The container's layer (its upper dir) becomes a new layer on its image."""
-        from pybuild.store.compression import Compression
-        from pybuild.store.layertar import write_layer
-        from pybuild.store.model import OCI_LAYER_GZIP, Descriptor
-
-        state = self.refresh(config)
-        base = self.store.images.get(config.manifest)
-        rw = self.store.layers.get_rw(config.id)
-        frozen = False
-        if pause and state.status == RUNNING:
-            with contextlib.suppress(PybuildError):
-                cgroups.open_existing(config.cgroup_name).freeze()
-                frozen = True
-        try:
-            with self.store.writing():
-                with self.store.blobs.writer() as w:
-                    blob = write_layer(self.store.layers.overlay / rw.mount_id / "diff", w, Compression.GZIP)
-                    digest = w.commit()
-                with self.store.blobs.open(digest) as f:
-                    layer = self.store.layers.register(f, base.top_chain_id, expected_diff_id=blob.diff_id)
-                run_cfg = records.replace(base.config.config, env=config.env, cmd=config.cmd,
-                                              entrypoint=config.entrypoint, working_dir=config.cwd,
-                                              user=config.user)
-                if changes is not None:
-                    run_cfg = _overlay_config(run_cfg, changes)
-                created = now_iso()
-                history = HistoryEntry(created=created, created_by=" ".join(config.args), comment=message,
-                                       author=author or None)
-                new_config = records.replace(base.config, config=run_cfg, created=created,
-                                                 author=author or base.config.author).with_layer(layer.diff_id, history)
-                descs = [*base.manifest.layers, Descriptor(OCI_LAYER_GZIP, digest, blob.size)]
-                image = self.store.images.create(new_config, descs)
-                if ref is not None:
-                    self.store.images.tag(ref, image.manifest_digest)
-                return image
-        finally:
-            if frozen:
-                with contextlib.suppress(PybuildError):
-                    cgroups.open_existing(config.cgroup_name).thaw()
 
     # ---- maintenance ---------------------------------------------------------------------
 
@@ -766,78 +592,8 @@ class NetworkInfo:
     sandbox: str = ""
 
 
-@record(frozen=True)
-class ContainerStats:
-    short_id: str
-    name: str
-    cpu_percent: float
-    memory_usage: int
-    memory_limit: int
-    pids: int
-    net_rx: int
-    net_tx: int
-
-
-def _overlay_config(base: ImageRunConfig, changes: ImageRunConfig) -> ImageRunConfig:
-    updates = {}
-    default = ImageRunConfig()
-    for f in records.fields(ImageRunConfig):
-        value = getattr(changes, f.name)
-        if value != getattr(default, f.name):
-            updates[f.name] = value
-    return records.replace(base, **updates)
-
-
-def _emit_log_line(line: bytes, out: BinaryIO, err: BinaryIO) -> None:
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return
-    stream = err if doc.get("stream") == "stderr" else out
-    stream.write(doc.get("log", "").encode("utf-8", "surrogateescape"))
-    stream.flush()
-
-
-def _net_bytes(pid: int) -> tuple[int, int]:
-    rx = tx = 0
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
-            name, _, rest = line.partition(":")
-            if name.strip() == "lo":
-                continue
-            fields = rest.split()
-            rx += int(fields[0])
-            tx += int(fields[8])
-    return rx, tx
-
-
-def _host_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def _pid_alive(pid: int) -> bool:
     return process_start_time(pid) > 0
-
-
-def _read_host_file(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def resolv_conf(network: str, dns: tuple[str, ...] = ()) -> str:
-    """The host's resolv.conf; in another netns without loopback resolvers (they mean nothing there)."""
-    text = _read_host_file("/etc/resolv.conf")
-    if network == "host" and not dns:
-        return text
-    if network == "none" and not dns:
-        lines = [line for line in text.splitlines()
-                 if not re.match(r"\s*nameserver\s+(127\.|::1\b)", line)]
-        return "\n".join(lines) + ("\n" if lines else "")
-    from .network.dns import resolv_conf as _resolv
-
-    return _resolv(text, dns=dns, fallback=network != "none")
 
 
 def _is_bridge_mode(mode: str) -> bool:

@@ -15,7 +15,7 @@ from pybuild.store.root import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO
+    from typing import BinaryIO
 
 
 def _images_for(store: Store, text: str) -> list[tuple[Image, list[_reference.Reference]]]:
@@ -95,7 +95,7 @@ def load_cmd(settings: Settings, input_: str | None, quiet: bool) -> None:
         echo(line, err=True)
 
     with contextlib.ExitStack() as stack:
-        stream: IO[bytes]
+        stream: BinaryIO
         if input_ is None or input_ == "-":
             if sys.stdin.isatty():
                 raise UsageError("requested load from stdin, but stdin is empty", "use -i FILE or redirect")

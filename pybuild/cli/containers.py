@@ -35,6 +35,7 @@ def _memory(value: str | None) -> int | None:
 
 
 def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
+    from pybuild.runtime.cgroups import Limits
     from pybuild.runtime.lifecycle import RunOptions
 
     memory = _memory(kw["memory"])
@@ -53,8 +54,9 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
         env_files=list(kw["env_file"]), workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"],
         name=kw["name"], network=kw["network"], publish=list(kw["publish"]), dns=list(kw["dns"]),
         add_hosts=list(kw["add_host"]), tty=kw["tty"], interactive=kw["interactive"],
-        volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), memory=memory, memory_swap=swap,
-        cpus=kw["cpus"], cpu_shares=kw["cpu_shares"], pids_limit=kw["pids_limit"], init=kw["init"],
+        volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]),
+        limits=Limits(memory=memory, memory_swap=swap, cpus=kw["cpus"], cpu_shares=kw["cpu_shares"],
+                      pids=kw["pids_limit"]), init=kw["init"],
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"], auto_remove=kw.get("rm", False),
         labels=labels)
 
@@ -216,7 +218,7 @@ def stop_cmd(settings: Settings, containers: tuple[str, ...], timeout: int | Non
 
     def stop(rt: Any, config: Any) -> None:
         if sig:
-            from pybuild.runtime.lifecycle import signal_number
+            from pybuild.runtime.signals import signal_number
 
             signal_number(sig)
             config = records.replace(config, stop_signal=sig)
@@ -231,7 +233,7 @@ def stop_cmd(settings: Settings, containers: tuple[str, ...], timeout: int | Non
 @pass_settings
 def kill_cmd(settings: Settings, containers: tuple[str, ...], sig: str) -> None:
     """Send a signal to running containers."""
-    from pybuild.runtime.lifecycle import signal_number
+    from pybuild.runtime.signals import signal_number
 
     number = signal_number(sig)
     _each(settings, containers, lambda rt, c: rt.kill(c, number))
@@ -291,8 +293,10 @@ def exec_cmd(settings: Settings, container: str, command: tuple[str, ...], inter
 @pass_settings
 def logs_cmd(settings: Settings, container: str, follow: bool, tail: int | None) -> None:
     """Show the output of a detached container."""
+    from pybuild.runtime.logs import copy_logs
+
     rt = _runtime(settings)
-    rt.logs(rt.containers.resolve(container), follow, sys.stdout.buffer, sys.stderr.buffer, tail)
+    copy_logs(rt, rt.containers.resolve(container), sys.stdout.buffer, sys.stderr.buffer, follow=follow, tail=tail)
 
 
 @command("stats")
@@ -301,6 +305,8 @@ def logs_cmd(settings: Settings, container: str, follow: bool, tail: int | None)
 @pass_settings
 def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) -> None:
     """Live resource usage: CPU %, memory, network, PIDs (from the cgroup files)."""
+    from pybuild.runtime.stats import sample
+
     rt = _runtime(settings)
     while True:
         configs = [rt.containers.resolve(n) for n in containers] if containers else \
@@ -308,7 +314,7 @@ def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) 
         rows = []
         for config in configs:
             with contextlib.suppress(PybuildError) if not containers else contextlib.nullcontext():
-                s = rt.stats(config)
+                s = sample(rt, config)
                 mem_pct = 100.0 * s.memory_usage / s.memory_limit if s.memory_limit else 0.0
                 rows.append((s.short_id, s.name, f"{s.cpu_percent:.2f}%",
                              f"{ui.human_size(s.memory_usage)} / {ui.human_size(s.memory_limit)}",
@@ -328,19 +334,21 @@ def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) 
 @pass_settings
 def export_cmd(settings: Settings, container: str, output: str | None) -> None:
     """Export a container's filesystem as a tar archive."""
+    from pybuild.runtime.export import export_container
+
     rt = _runtime(settings)
     config = rt.containers.resolve(container)
     if output is None:
         if sys.stdout.isatty():
             raise UsageError("refusing to write a tar to a terminal", "use -o FILE or redirect stdout")
-        rt.export(config, sys.stdout.buffer)
+        export_container(rt, config, sys.stdout.buffer)
         return
     import os
 
     tmp = output + ".tmp"
     try:
         with open(tmp, "wb") as f:
-            rt.export(config, f)
+            export_container(rt, config, f)
         os.replace(tmp, output)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -367,9 +375,11 @@ def commit_cmd(settings: Settings, container: str, reference: str | None, messag
         from pybuild.cli.build import config_from_changes
 
         config_changes = config_from_changes(changes)
+    from pybuild.runtime.commit import commit_container
+
     rt = _runtime(settings)
-    image = rt.commit(rt.containers.resolve(container), ref, message=message, author=author,
-                      changes=config_changes, pause=pause)
+    image = commit_container(rt, rt.containers.resolve(container), ref, message=message, author=author,
+                             changes=config_changes, pause=pause)
     echo(image.id)
 
 
@@ -382,6 +392,7 @@ def _port_bindings(config: Any) -> dict[str, list[dict[str, str]]]:
 
 def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
     state = rt.refresh(config)
+    limits = config.limits
     layers = rt.store.layers
     graph: dict[str, str] = {}
     with contextlib.suppress(PybuildError):
@@ -401,9 +412,9 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                   "FinishedAt": state.finished_at},
         "Image": config.image_id,
         "Name": "/" + config.name,
-        "HostConfig": {"Memory": config.memory or 0, "MemorySwap": config.memory_swap or 0,
-                       "NanoCpus": int((config.cpus or 0) * 1e9), "CpuShares": config.cpu_shares or 0,
-                       "PidsLimit": config.pids_limit, "NetworkMode": config.network,
+        "HostConfig": {"Memory": limits.memory or 0, "MemorySwap": limits.memory_swap or 0,
+                       "NanoCpus": int((limits.cpus or 0) * 1e9), "CpuShares": limits.cpu_shares or 0,
+                       "PidsLimit": limits.pids, "NetworkMode": config.network,
                        "PortBindings": _port_bindings(config), "Dns": list(config.dns),
                        "ExtraHosts": list(config.add_hosts) or None,
                        "AutoRemove": config.auto_remove, "Init": config.init,

@@ -4,7 +4,8 @@ Modules: ``manager`` (the facade: lease, attach/detach, forget, reclaim),
 ``networks`` (network records), ``ipam`` (address leases), ``ports`` (``-p``
 and the port reservations), ``netns`` (namespace bind mounts), ``netlink``
 (bridge and veth through pyroute2), ``nft`` (the nftables table), ``dns``
-(resolv.conf and /etc/hosts). This package imports nothing itself: the
+(/etc/hosts, the ``--dns`` and ``--add-host`` checks; resolv.conf is
+``runtime.initlayer``'s). This package imports nothing itself: the
 ``--network none`` path never pays for any of it.
 
 On disk, under ``<root>/network/`` (all changed under ``lock``)::

@@ -1,11 +1,8 @@
-"""A container's /etc/resolv.conf and /etc/hosts, as text.
+"""A bridge container's /etc/hosts, as text, and the checks of ``--dns`` and ``--add-host``.
 
-resolv.conf is the host's with loopback resolvers dropped (they are the
-host's own stub resolver, unreachable from another network namespace);
-Docker's fallback, Google's public resolvers, fills in when none is left;
-``--dns`` replaces the nameservers. /etc/hosts has localhost, the
-container's own address and hostname, ``--add-host`` entries and, on a
-user-defined network, every other running member by name.
+/etc/hosts has localhost, the container's own address and hostname,
+``--add-host`` entries and, on a user-defined network, every other running
+member by name. (resolv.conf, the same for every network, is initlayer.py's.)
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from collections.abc import Iterable
 from pybuild.errors import NetworkError
 from pybuild.records import record
 
-FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_GATEWAY = "host-gateway"
 _LOCALHOST = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
               "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
@@ -55,23 +51,6 @@ def check_add_hosts(entries: Iterable[str]) -> tuple[str, ...]:
                 raise NetworkError(f"invalid address in --add-host {entry!r}", "use NAME:IP") from None
         out.append(f"{name}:{address}")
     return tuple(out)
-
-
-def resolv_conf(host_text: str, *, dns: Iterable[str] = (), fallback: bool = True) -> str:
-    """The host's resolv.conf for another network namespace."""
-    servers = list(dns)
-    lines = []
-    for line in host_text.splitlines():
-        if re.match(r"\s*nameserver\s", line):
-            if servers:
-                continue  # --dns replaces them all
-            if re.match(r"\s*nameserver\s+(127\.|::1\b|0\.0\.0\.0)", line):
-                continue
-        lines.append(line)
-    if not servers and fallback and not any(re.match(r"\s*nameserver\s", line) for line in lines):
-        servers = list(FALLBACK_NAMESERVERS)
-    lines += [f"nameserver {s}" for s in servers]
-    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def hosts_file(hostname: str, address: str | None, add_hosts: Iterable[str], gateway: str | None,

@@ -139,11 +139,7 @@ def test_nft_ruleset() -> None:
     assert text.startswith("table ip pybuild\ndelete table ip pybuild\ntable ip pybuild {\n")
 
 
-def test_resolv_conf_and_hosts() -> None:
-    host = "search example.com\nnameserver 127.0.0.53\noptions edns0\n"
-    assert dns.resolv_conf(host) == "search example.com\noptions edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
-    assert dns.resolv_conf("nameserver 192.0.2.1\nnameserver ::1\n") == "nameserver 192.0.2.1\n"
-    assert dns.resolv_conf(host, dns=["1.1.1.1"]) == "search example.com\noptions edns0\nnameserver 1.1.1.1\n"
+def test_hosts_and_the_dns_flags() -> None:  # resolv.conf: see test_initlayer.py
     assert dns.check_add_hosts(["db:10.0.0.1", "gw=host-gateway"]) == ("db:10.0.0.1", "gw:host-gateway")
     with pytest.raises(NetworkError):
         dns.check_add_hosts(["nocolon"])
