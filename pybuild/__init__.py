@@ -1,5 +1,7 @@
 """pybuild: a daemonless Dockerfile engine."""
 
+from __future__ import annotations
+
 import os as _os
 
 __version__ = "0.1.0"

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from pybuild.cli import main
 
 if __name__ == "__main__":

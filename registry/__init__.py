@@ -7,6 +7,8 @@ The library API the builder and cache exporters use::
     RegistryClient(domain).get_manifest / put_manifest / fetch_blob / push_blob
 """
 
+from __future__ import annotations
+
 from .client import BlobPushed, FetchedManifest, RegistryClient
 from .pull import PullResult, pull, pull_image
 from .push import PushResult, push, push_image, recompress
