@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PYBUILD_SHARED_DIR") or REPO.parent / "shared")
+SCRIPTS = REPO / "scripts"
 # Temp dirs on the same disk as the store would be: /tmp may be tmpfs elsewhere.
 TMP_BASE = Path(os.environ.get("PYBUILD_TEST_TMP", "/var/tmp"))
 
@@ -151,9 +151,8 @@ def cli(store_root: Path) -> Iterator[Cli]:
 
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A busybox rootfs tar made by the shared script from Debian's busybox-static."""
-    script = SHARED / "bench" / "make-busybox-rootfs"
-    assert script.exists(), f"missing {script} (set PYBUILD_SHARED_DIR)"
+    """A busybox rootfs tar made by scripts/make-busybox-rootfs from Debian's busybox-static."""
+    script = SCRIPTS / "make-busybox-rootfs"
     out = tmp_path_factory.mktemp("busybox") / "busybox.tar"
     subprocess.run(["sh", str(script), str(out)], check=True)
     return out

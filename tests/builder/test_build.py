@@ -66,6 +66,7 @@ CMD ["cat", "/srv/out.txt"]
 """
 
 
+@pytest.mark.slow
 def test_multi_stage_build_runs_and_has_dockers_config(bcli: Cli, ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": MULTI, "hello.txt": "world\n"})
     out = bcli("build", "-t", "app:v1", str(ctx)).stdout
@@ -126,6 +127,7 @@ RUN echo level=$LEVEL > /level
 """
 
 
+@pytest.mark.slow
 def test_cache_hits_survive_touch_and_miss_on_edit_with_reasons(bcli: Cli, ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": CACHED_DF, "src/a": "a\n", "src/b": "b\n"})
     first = bcli("build", "-t", "c:v1", str(ctx))
@@ -154,6 +156,7 @@ def test_cache_hits_survive_touch_and_miss_on_edit_with_reasons(bcli: Cli, ctx: 
     assert "CACHED" not in no_cache and "did-run" in no_cache.splitlines()
 
 
+@pytest.mark.slow
 def test_builder_prune_drops_the_cache(bcli: Cli, ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": "FROM busybox\nRUN echo x > /x\n"})
     bcli("build", str(ctx))  # untagged: only the build cache keeps its layer
@@ -189,6 +192,7 @@ def test_independent_stages_run_at_the_same_time(bcli: Cli, ctx: Path) -> None:
 
 # ---------------------------------------------------------------------------- instructions
 
+@pytest.mark.slow
 def test_args_env_shell_heredocs(bcli: Cli, ctx: Path) -> None:
     df = """\
 ARG BASE=busybox
@@ -222,6 +226,7 @@ EOF
     assert inspect(bcli, "vars:v1")["Config"]["Shell"] == ["/bin/sh", "-e", "-c"]
 
 
+@pytest.mark.slow
 def test_onbuild_triggers_run_in_the_child_build(bcli: Cli, ctx: Path, workdir: Path) -> None:
     base = write_context(workdir / "base", {"Dockerfile": "FROM busybox\nONBUILD COPY marker /marker\n"
                                                           "ONBUILD RUN cat /marker > /triggered\n"})
@@ -256,6 +261,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_add_url_and_archive(bcli: Cli, ctx: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -285,6 +291,7 @@ def test_add_url_and_archive(bcli: Cli, ctx: Path) -> None:
         assert not list((bcli.root / "tmp").glob("**/add-*")), "a downloaded file was left behind"
 
 
+@pytest.mark.slow
 def test_run_mounts_cache_bind_tmpfs_secret(bcli: Cli, ctx: Path, workdir: Path) -> None:
     secret = workdir / "token"
     secret.write_text("s3cr3t")
@@ -318,6 +325,7 @@ RUN --mount=type=secret,id=token,required cat /run/secrets/token > /dev/null && 
 
 # ---------------------------------------------------------------------------- failures
 
+@pytest.mark.slow
 def test_bad_input_is_reported_cleanly(bcli: Cli, ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": "FROM busybox\nRUN true\nRUNN echo\n"})
     bad = bcli("build", str(ctx), check=False)
@@ -361,6 +369,7 @@ def test_interrupted_build_leaves_nothing(bcli: Cli, ctx: Path, sig: int) -> Non
     assert not build_cgroups(bcli.root)
 
 
+@pytest.mark.slow
 def test_source_date_epoch_gives_the_same_digest_in_two_fresh_stores(workdir: Path, busybox_tar: Path,
                                                                       ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": "FROM busybox\nWORKDIR /app\nCOPY f.txt ./\nRUN cp f.txt g.txt\n"

@@ -29,6 +29,7 @@ def _sh(cli: Cli, image: str, script: str) -> str:
 # ---------------------------------------------------------------------------- RUN --mount targets
 
 
+@pytest.mark.slow
 def test_relative_mount_targets_are_joined_to_workdir(bcli: Cli, ctx: Path, workdir: Path) -> None:
     """Docker's guides: WORKDIR /src, then --mount=type=bind,source=go.mod,target=go.mod and target=."""
     secret = workdir / "tok"
@@ -88,6 +89,7 @@ def test_cache_mount_from_with_a_missing_source_is_an_error(bcli: Cli, ctx: Path
 # ---------------------------------------------------------------------------- WORKDIR, network
 
 
+@pytest.mark.slow
 def test_workdir_through_a_dangling_symlink_creates_its_target(bcli: Cli, ctx: Path) -> None:
     df = """\
 FROM busybox
@@ -125,6 +127,7 @@ RUN ls /sys/class/net > /nets-plain
 # ---------------------------------------------------------------------------- ARGs in --from, --label
 
 
+@pytest.mark.slow
 def test_copy_from_uses_global_args_and_mount_from_is_not_expanded(bcli: Cli, ctx: Path) -> None:
     df = """\
 ARG SRC=a
@@ -150,6 +153,7 @@ COPY --from=$SRC /f /copied
            "instead" in result.stderr
 
 
+@pytest.mark.slow
 def test_label_and_build_arg_without_a_value(bcli: Cli, ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": "FROM busybox\nARG FROM_ENV=default\nRUN echo $FROM_ENV > /arg\n"})
     bcli("build", "-t", "lab:v1", "--network", "none", "--label", "empty", "--label", "k=v",
@@ -167,6 +171,7 @@ def test_label_and_build_arg_without_a_value(bcli: Cli, ctx: Path) -> None:
 # ---------------------------------------------------------------------------- secrets and the cache
 
 
+@pytest.mark.slow
 def test_required_secret_is_checked_even_when_the_step_is_cached(bcli: Cli, ctx: Path, workdir: Path) -> None:
     secret = workdir / "tok"
     secret.write_text("t0k3n")
@@ -185,6 +190,7 @@ def test_required_secret_is_checked_even_when_the_step_is_cached(bcli: Cli, ctx:
 # ---------------------------------------------------------------------------- hostile depth
 
 
+@pytest.mark.slow
 def test_deeply_nested_input_is_a_line_error_not_an_internal_error(bcli: Cli, ctx: Path) -> None:
     deep_sub = "${A:-" * 3000 + "y" + "}" * 3000
     deep_json = "[" * 5000 + "]" * 5000
@@ -205,6 +211,7 @@ def test_deeply_nested_input_is_a_line_error_not_an_internal_error(bcli: Cli, ct
 # ---------------------------------------------------------------------------- why a step missed
 
 
+@pytest.mark.slow
 def test_miss_reasons_name_the_real_cause(bcli: Cli, ctx: Path) -> None:
     df = """\
 FROM busybox
@@ -231,6 +238,7 @@ RUN echo built > /b
     assert "cache miss [2/2]: the base image changed (was: busybox@sha256:" in out
 
 
+@pytest.mark.slow
 def test_thousands_of_metadata_instructions_cost_one_record(bcli: Cli, ctx: Path) -> None:
     """Each LABEL/ENV costs O(1): no cache record, config blob or file per instruction (the build was
     quadratic: 4,000 LABELs took 116 s). bench/bench_dockerfile_size.py measures the time."""

@@ -1,13 +1,12 @@
 """BuildKit's own parser and shell-lexer test data, run against pybuild's parser.
 
-The data lives in ``<repo>/../shared/conformance`` (or ``$PYBUILD_SHARED_DIR/
-conformance``); see its README for the formats. Missing data is a failure, not
-a skip: every case must pass.
+The data lives in ``<repo>/testdata/conformance`` (copied unchanged from BuildKit:
+see ORIGIN.md there; its README gives the formats). Missing data is a failure,
+not a skip: every case must pass.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +14,13 @@ from pathlib import Path
 import pytest
 
 from pybuild.builder.dump import dump
-from pybuild.builder.instructions import parse_dockerfile
 from pybuild.builder.lexer import split_lines
+from pybuild.builder.parse import parse_dockerfile
 from pybuild.builder.shellwords import expand, expand_words
 from pybuild.errors import DockerfileError
 
-
-def _shared_dir() -> Path:
-    override = os.environ.get("PYBUILD_SHARED_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared"
-
-
-CONFORMANCE = _shared_dir() / "conformance"
+REPO = Path(__file__).resolve().parents[2]
+CONFORMANCE = REPO / "testdata" / "conformance"
 PARSER_DIR = CONFORMANCE / "buildkit-parser"
 SHELL_DIR = CONFORMANCE / "buildkit-shell"
 MISSING = pytest.param(None, id="conformance-data-missing")
@@ -50,7 +42,7 @@ def _read(path: Path) -> str:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"conformance data missing: {path} (set PYBUILD_SHARED_DIR)")
+        pytest.fail(f"conformance data missing: {path}")
     return path
 
 
@@ -77,7 +69,7 @@ def _negative_cases() -> list[object]:
 @pytest.mark.parametrize("case", _parser_cases())
 def test_parser_dump(case: Path | None) -> None:
     if case is None:
-        pytest.fail(f"conformance data missing: {PARSER_DIR} (set PYBUILD_SHARED_DIR)")
+        pytest.fail(f"conformance data missing: {PARSER_DIR}")
     expected = _read(_require(case / "result")).split("\n")
     got = dump(_read(case / "Dockerfile")).split("\n")
     for number, (want, have) in enumerate(zip(expected, got, strict=False), 1):

@@ -357,6 +357,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.skip(reason=c.skip)] if c.skip
                                                 else []) for c in CASES])
+@pytest.mark.slow
 def test_corpus_case(bcli: Cli, workdir: Path, case: Case) -> None:
     case_dir = stage_case(case.name, workdir / "cases")
     env = {**NO_NETWORK, **case.env}
@@ -449,6 +450,7 @@ def test_invalid_json_is_the_shell_form_not_an_error(bcli: Cli, workdir: Path) -
 
 # ---------------------------------------------------------------------------- deep layer chains
 
+@pytest.mark.slow
 def test_120_run_steps_make_121_layers_and_130_are_refused(bcli: Cli, workdir: Path) -> None:
     case_dir = stage_case("run-120", workdir / "cases")
     assert sum(line.startswith("RUN ") for line in (case_dir / "Dockerfile").read_text().splitlines()) == 120

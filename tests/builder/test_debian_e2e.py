@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import SHARED, Cli
+from tests.conftest import SCRIPTS, Cli
 
 CACHE = Path(os.environ.get("PYBUILD_TEST_CACHE", "/var/tmp/pybuild-test-cache"))
 
@@ -30,13 +30,12 @@ CMD ["busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/srv/www"]
 
 @pytest.fixture(scope="session")
 def debian_tar() -> Path:
-    """A minimal Debian bookworm rootfs made with debootstrap by the shared script (kept between runs)."""
+    """A minimal Debian bookworm rootfs made with debootstrap by scripts/make-debian-rootfs (kept between runs)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     out = CACHE / "debian-bookworm.tar"
     if not out.exists():
         tmp = out.with_suffix(".tmp")
-        subprocess.run(["sh", str(SHARED / "bench" / "make-debian-rootfs"), str(tmp), "bookworm"], check=True,
-                       timeout=900)
+        subprocess.run(["sh", str(SCRIPTS / "make-debian-rootfs"), str(tmp), "bookworm"], check=True, timeout=900)
         tmp.rename(out)
     return out
 

@@ -99,6 +99,7 @@ def _image_id(cli: Cli, name: str) -> str:
     return str(json.loads(cli("inspect", name).stdout)[0]["Id"])
 
 
+@pytest.mark.slow
 def test_cache_exported_by_one_store_makes_another_build_a_hit(bcli: Cli, fresh: Cli, base: str, registry: Registry,
                                                                workdir: Path) -> None:
     host = registry.host
@@ -184,6 +185,7 @@ def test_cache_from_an_image_is_reported_and_skipped(bcli: Cli, workdir: Path, b
     assert "3 steps: 0 cached, 3 built" in result.stdout
 
 
+@pytest.mark.slow
 def test_build_push_pushes_the_image(bcli: Cli, fresh: Cli, workdir: Path, registry: Registry) -> None:
     host = registry.host
     name = f"{host}/app-{secrets.token_hex(3)}:v1"

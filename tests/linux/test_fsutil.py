@@ -88,6 +88,7 @@ def test_a_directory_moved_away_during_the_walk_is_an_error(tmp_path: Path) -> N
                 (root / "a" / "b").rename(root / "elsewhere" / "b")
 
 
+@pytest.mark.slow
 def test_remove_tree_of_a_5000_deep_tree_with_a_locked_directory(tmp_path: Path) -> None:
     deep = _deep(tmp_path / "deep", 5000)
     (deep / "d" / "locked").mkdir()
@@ -101,6 +102,7 @@ def test_remove_tree_of_a_5000_deep_tree_with_a_locked_directory(tmp_path: Path)
     remove_tree(deep)  # absent: nothing to do
 
 
+@pytest.mark.slow
 def test_write_layer_of_a_5000_deep_tree(tmp_path: Path) -> None:
     deep = _deep(tmp_path / "deep", 5000)
     out = io.BytesIO()

@@ -35,6 +35,7 @@ def _login(cli: Any, host: str, user: str, password: str, check: bool = True) ->
 # ---- Basic (htpasswd) --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_basic_auth_login_push_pull_logout(cli: Any, other_cli: Any, busybox: str, basic_registry: Any, repo: str,
                                            docker_config: Path, user_password: tuple[str, str]) -> None:
     user, password = user_password
@@ -80,6 +81,7 @@ def test_login_usage_errors(cli: Any, basic_registry: Any) -> None:
     assert "must provide --username with --password-stdin" in line
 
 
+@pytest.mark.slow
 def test_credential_helper(cli: Any, other_cli: Any, busybox: str, basic_registry: Any, repo: str, tmp_path: Path,
                            docker_config: Path, monkeypatch: pytest.MonkeyPatch,
                            user_password: tuple[str, str]) -> None:
@@ -126,6 +128,7 @@ esac
 # ---- token service ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_token_auth_push_pull_and_token_reuse(cli: Any, other_cli: Any, busybox: str, token_registry: Any, repo: str,
                                               make_proxy: Any, user_password: tuple[str, str]) -> None:
     user, password = user_password
@@ -169,6 +172,7 @@ def test_token_auth_without_credentials_is_refused(other_cli: Any, token_registr
     assert f"pybuild login {token_registry.host}" in line
 
 
+@pytest.mark.slow
 def test_identity_token_is_exchanged(other_cli: Any, cli: Any, busybox: str, token_registry: Any, repo: str,
                                      docker_config: Path, user_password: tuple[str, str]) -> None:
     tokens = token_registry.tokens
@@ -220,6 +224,7 @@ def _multi_layer_image(cli: Any, busybox: str, workdir: Path, name: str, layers:
     return name
 
 
+@pytest.mark.slow
 def test_basic_auth_many_pushes_of_multi_layer_images(cli: Any, busybox: str, basic_registry: Any, repo: str,
                                                       workdir: Path, user_password: tuple[str, str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,6 +254,7 @@ def test_basic_auth_many_pushes_of_multi_layer_images(cli: Any, busybox: str, ba
     assert "401 Unauthorized" in line and f"(check your credentials: pybuild login {host})" in line
 
 
+@pytest.mark.slow
 def test_token_auth_concurrent_blobs_share_one_token(cli: Any, busybox: str, token_registry: Any, repo: str,
                                                      workdir: Path, make_proxy: Any,
                                                      user_password: tuple[str, str]) -> None:

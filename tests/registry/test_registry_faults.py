@@ -42,6 +42,7 @@ def _assert_clean_and_empty(cli: Any, layer: str) -> None:
     assert not [p for p in store.tmp.iterdir() if p.name.startswith("blob-")]
 
 
+@pytest.mark.slow
 def test_dropped_connection_mid_blob_is_resumed_with_range(other_cli: Any, registry: Any, pushed: dict[str, Any],
                                                             make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -55,6 +56,7 @@ def test_dropped_connection_mid_blob_is_resumed_with_range(other_cli: Any, regis
     assert other_cli("system", "check").stdout.strip() == "store is consistent"
 
 
+@pytest.mark.slow
 def test_dropped_config_and_manifest_bodies_are_fetched_again(other_cli: Any, registry: Any,
                                                                pushed: dict[str, Any], make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -66,6 +68,7 @@ def test_dropped_config_and_manifest_bodies_are_fetched_again(other_cli: Any, re
     assert _image_id(other_cli, f"{proxy.host}/{pushed['repo']}:v1") == pushed["id"]
 
 
+@pytest.mark.slow
 def test_server_errors_are_retried_for_pull_and_push(cli: Any, other_cli: Any, busybox: str, registry: Any,
                                                      repo: str, make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -83,6 +86,7 @@ def test_server_errors_are_retried_for_pull_and_push(cli: Any, other_cli: Any, b
     assert _image_id(other_cli, name) == _image_id(cli, busybox)
 
 
+@pytest.mark.slow
 def test_chunked_upload_survives_a_failed_patch(cli: Any, other_cli: Any, busybox: str, registry: Any, repo: str,
                                                 make_proxy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYBUILD_PUSH_CHUNK_THRESHOLD", "1000")
@@ -104,6 +108,7 @@ def test_chunked_upload_survives_a_failed_patch(cli: Any, other_cli: Any, busybo
     assert _image_id(other_cli, name) == _image_id(cli, busybox)
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured(other_cli: Any, registry: Any, pushed: dict[str, Any], make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
     proxy.add(lambda r: "/manifests/" in r.path, "status", times=1, status=429, headers={"Retry-After": "1"})
@@ -137,6 +142,7 @@ def test_corrupted_blob_never_enters_the_store(other_cli: Any, registry: Any, pu
     _assert_clean_and_empty(other_cli, pushed["layer"])
 
 
+@pytest.mark.slow
 def test_failed_pull_leaves_the_store_consistent_and_the_next_pull_finishes(
         other_cli: Any, registry: Any, pushed: dict[str, Any], make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -151,6 +157,7 @@ def test_failed_pull_leaves_the_store_consistent_and_the_next_pull_finishes(
     assert _image_id(other_cli, name) == pushed["id"]
 
 
+@pytest.mark.slow
 def test_killed_pull_leaves_the_store_consistent_and_the_next_pull_finishes(
         other_cli: Any, registry: Any, pushed: dict[str, Any], make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -176,6 +183,7 @@ def test_killed_pull_leaves_the_store_consistent_and_the_next_pull_finishes(
     assert _image_id(other_cli, name) == pushed["id"]
 
 
+@pytest.mark.slow
 def test_redirected_blob_get_carries_no_credentials(cli: Any, other_cli: Any, busybox: str, basic_registry: Any,
                                                     repo: str, make_proxy: Any, make_storage: Any,
                                                     docker_config: Path, user_password: tuple[str, str]) -> None:

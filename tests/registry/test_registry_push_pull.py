@@ -28,6 +28,7 @@ def _uploads(proxy: Any) -> list[Any]:
     return [r for r in proxy.log if r.method in ("PUT", "PATCH") and "/blobs/uploads/" in r.path]
 
 
+@pytest.mark.slow
 def test_push_then_pull_gives_the_same_image(cli: Any, other_cli: Any, busybox: str, registry: Any, repo: str,
                                              make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -87,6 +88,7 @@ def test_second_push_skips_what_the_registry_has(cli: Any, busybox: str, registr
     assert len(proxy.requests("PUT", "/manifests/v1")) == 1
 
 
+@pytest.mark.slow
 def test_cross_repository_mount(cli: Any, other_cli: Any, busybox: str, registry: Any, repo: str,
                                 make_proxy: Any) -> None:
     proxy = make_proxy(registry.host)
@@ -113,6 +115,7 @@ def test_cross_repository_mount(cli: Any, other_cli: Any, busybox: str, registry
     assert any(f"{proxy.host}/{repo}-c" in repos for repos in blob_sources["blobs"].values())
 
 
+@pytest.mark.slow
 def test_chunked_upload(cli: Any, other_cli: Any, busybox: str, registry: Any, repo: str, make_proxy: Any,
                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYBUILD_PUSH_CHUNK_THRESHOLD", "1000")
@@ -135,6 +138,7 @@ def test_chunked_upload(cli: Any, other_cli: Any, busybox: str, registry: Any, r
     assert _inspect(other_cli, name)["Id"] == _inspect(cli, busybox)["Id"]
 
 
+@pytest.mark.slow
 def test_zstd_recompression(cli: Any, other_cli: Any, busybox: str, registry: Any, repo: str) -> None:
     name = f"{registry.host}/{repo}:zstd"
     cli("tag", busybox, name)
@@ -159,6 +163,7 @@ def test_zstd_recompression(cli: Any, other_cli: Any, busybox: str, registry: An
         other_cli("umount", name)
 
 
+@pytest.mark.slow
 def test_pull_picks_the_platform_from_an_index(cli: Any, other_cli: Any, busybox: str, registry: Any,
                                                repo: str) -> None:
     name = f"{registry.host}/{repo}:v1"

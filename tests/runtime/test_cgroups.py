@@ -280,6 +280,7 @@ def test_pids_limit_stops_fork_loop(env: Env) -> None:
     assert b"fork" in err.lower() or b"Resource temporarily unavailable" in err
 
 
+@pytest.mark.slow
 def test_cpus_quota_limits_busy_loop(env: Env) -> None:
     group = env.create(Limits(cpus=0.5))
     env.start_in(group, BLOCKED + "while True: pass")

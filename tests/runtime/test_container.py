@@ -153,7 +153,7 @@ def box(store: Any, busybox: str) -> Iterator[Box]:
     children_before = set(_children_of(os.getpid()))
     try:
         merged = store.layers.mount_rw(rw)
-        # The shared busybox tar has a 0700 root (mktemp -d): open it up so non-root users can run.
+        # The image's top directory may be 0700 (a rootfs tarred from mktemp -d): open it up so non-root users can run.
         os.chmod(merged, 0o755)
         b = Box(merged, store, rw, image)
         yield b

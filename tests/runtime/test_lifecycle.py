@@ -51,6 +51,7 @@ def test_foreground_run_is_isolated(rt) -> None:
     assert rt("ps", "-a", "-q").stdout == ""  # --rm removed it
 
 
+@pytest.mark.slow
 def test_exit_status_and_exec_errors(rt) -> None:
     assert rt("run", "--rm", "busybox", "sh", "-c", "exit 7", check=False).returncode == 7
     out = rt("run", "--rm", "busybox", "nosuch", check=False)
@@ -74,6 +75,7 @@ def test_memory_limit_oom_is_reported(rt) -> None:
     assert "container killed: out of memory (limit 32 MiB)" in out.stderr
 
 
+@pytest.mark.slow
 def test_pids_limit_stops_a_fork_loop(rt) -> None:
     cid = rt("run", "-d", "--pids-limit", "20", "busybox", "sh", "-c",
              "sh -c 'for i in $(seq 50); do sleep 30 & done'; echo looped; exec sleep 30").stdout.strip()
@@ -87,6 +89,7 @@ def test_pids_limit_stops_a_fork_loop(rt) -> None:
     rt("rm", "-f", cid)
 
 
+@pytest.mark.slow
 def test_cpu_quota_holds_a_busy_loop(rt) -> None:
     cid = rt("run", "-d", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done").stdout.strip()
     cg = cgroups.open_existing(f"pybuild/{cid}")
@@ -99,6 +102,7 @@ def test_cpu_quota_holds_a_busy_loop(rt) -> None:
     rt("rm", "-f", cid)
 
 
+@pytest.mark.slow
 def test_detached_lifecycle_from_new_invocations(rt) -> None:
     t0 = time.monotonic()
     cid = rt("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
@@ -125,6 +129,7 @@ def test_detached_lifecycle_from_new_invocations(rt) -> None:
     assert rt("ps", "-a", "-q").stdout == ""
 
 
+@pytest.mark.slow
 def test_stop_kills_after_timeout_when_sigterm_is_ignored(rt) -> None:
     rt("run", "-d", "--name", "stubborn", "busybox", "sh", "-c", "trap '' TERM; while :; do sleep 0.1; done")
     t0 = time.monotonic()
@@ -135,6 +140,7 @@ def test_stop_kills_after_timeout_when_sigterm_is_ignored(rt) -> None:
     assert doc["State"]["ExitCode"] == 137
 
 
+@pytest.mark.slow
 def test_init_reaps_orphaned_zombies(rt) -> None:
     def zombies(*flags: str) -> int:
         # The orphan is re-parented to PID 1, which here is `sleep`: it never reaps.
@@ -148,6 +154,7 @@ def test_init_reaps_orphaned_zombies(rt) -> None:
     assert zombies("--init") == 0
 
 
+@pytest.mark.slow
 def test_kill_with_signal_and_exit_code(rt) -> None:
     rt("run", "-d", "--name", "k", "busybox", "sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.1; done")
     time.sleep(0.3)
@@ -160,6 +167,7 @@ def test_kill_with_signal_and_exit_code(rt) -> None:
     assert doc["State"]["ExitCode"] == 42
 
 
+@pytest.mark.slow
 def test_env_workdir_user_entrypoint(rt, workdir: Path) -> None:
     envfile = workdir / "env"
     envfile.write_text("# comment\nFROM_FILE=yes\n")
@@ -170,6 +178,7 @@ def test_env_workdir_user_entrypoint(rt, workdir: Path) -> None:
     assert out.stdout.strip() == "via entrypoint"
 
 
+@pytest.mark.slow
 def test_volumes_binds_and_tmpfs(rt, workdir: Path, busybox_tar: Path) -> None:
     host = workdir / "host"
     host.mkdir()
@@ -192,6 +201,7 @@ def test_volumes_binds_and_tmpfs(rt, workdir: Path, busybox_tar: Path) -> None:
     assert "named" not in rt("volume", "ls").stdout
 
 
+@pytest.mark.slow
 def test_copy_up_export_and_commit(rt, workdir: Path) -> None:
     rt("run", "--name", "w", "busybox", "sh", "-c", "echo data > /newfile; rm /bin/vi")
     image = json.loads(rt("inspect", "busybox").stdout)[0]
@@ -208,6 +218,7 @@ def test_copy_up_export_and_commit(rt, workdir: Path) -> None:
     assert "snap" in rt("history", "snap:1").stdout
 
 
+@pytest.mark.slow
 def test_export_of_a_running_container_is_live_and_never_follows_its_symlinks(rt, workdir: Path) -> None:
     """The live root is read through the container's own root mount (open_tree in its namespace),
     so a link the container swaps in while the tar is written is a link in the tar, never the host."""
@@ -235,6 +246,7 @@ def test_export_of_a_running_container_is_live_and_never_follows_its_symlinks(rt
     assert str(rt.root) not in Path("/proc/mounts").read_text()
 
 
+@pytest.mark.slow
 def test_foreground_run_survives_ctrl_c(rt) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(rt.root), "run", "--name", "fg",
                              "busybox", "sh", "-c", "trap 'echo got INT; exit 5' INT; while :; do sleep 0.1; done"],
@@ -246,6 +258,7 @@ def test_foreground_run_survives_ctrl_c(rt) -> None:
     assert "got INT" in out
 
 
+@pytest.mark.slow
 def test_killing_the_cli_leaves_nothing_running(rt) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(rt.root), "run", "--name", "orphan",
                              "busybox", "sleep", "60"], env={**os.environ, **rt.env})

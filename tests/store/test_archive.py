@@ -367,6 +367,7 @@ def test_load_docker_save_legacy(cli: Any, busybox_tar: Path, workdir: Path) -> 
 # ---------------------------------------------------------------------------- 5. round trip, bad archives
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_into_a_fresh_store(cli: Any, busybox: str, workdir: Path) -> None:
     cli("tag", "busybox", "localhost:5000/bb:v1")
     archive = workdir / "both.tar"

@@ -49,6 +49,7 @@ def test_permissions_are_hardened(store: Store) -> None:
     assert stat.S_IMODE((store.root / "overlay2").stat().st_mode) == 0o710
 
 
+@pytest.mark.slow
 def test_127_layer_chain_mounts_within_a_page(store: Store) -> None:
     parent = None
     descs = []
