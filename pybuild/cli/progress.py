@@ -35,20 +35,13 @@ REDRAW_INTERVAL = 0.1
 class PlainBuildOutput(BuildOutput):
     """A line per step as it starts, ``CACHED`` on hits, RUN output; with ``explain`` why steps missed."""
 
-    def __init__(self, mode: str = "plain", explain: bool = False, stream: TextIO | None = None) -> None:
-        self.mode = mode
+    def __init__(self, explain: bool = False, stream: TextIO | None = None) -> None:
         self.explain = explain
         self.stream = stream or sys.stdout
         self.lock = threading.Lock()
         self.started = time.monotonic()
 
-    @property
-    def quiet(self) -> bool:
-        return self.mode == "quiet"
-
     def line(self, text: str) -> None:
-        if self.quiet:
-            return
         with self.lock:
             self.stream.write(text + "\n")
             self.stream.flush()
@@ -61,7 +54,7 @@ class PlainBuildOutput(BuildOutput):
             self.line(f"  cache miss [{label}]: {reason}")
 
     def done(self, label: str, seconds: float) -> None:
-        if not self.quiet and seconds >= 0.05:
+        if seconds >= 0.05:
             self.line(f"  [{label}] done in {seconds:.1f}s")
 
     def output(self, label: str, text: str) -> None:
@@ -87,7 +80,7 @@ class LiveBuildOutput(PlainBuildOutput):
     last lines of what running steps print, redrawn in place."""
 
     def __init__(self, stream: TextIO | None = None, explain: bool = False, interval: float = 0.15) -> None:
-        super().__init__("tty", explain=explain, stream=stream)
+        super().__init__(explain=explain, stream=stream)
         self.steps: list[_Step] = []
         self.notes: list[str] = []
         self.drawn = 0
@@ -174,7 +167,7 @@ def build_output(quiet: bool, progress: str, explain: bool) -> BuildOutput:
         return BuildOutput()
     if progress == "tty" or (progress == "auto" and sys.stdout.isatty()):
         return LiveBuildOutput(sys.stdout, explain=explain)
-    return PlainBuildOutput("plain", explain=explain or progress == "plain", stream=sys.stdout)
+    return PlainBuildOutput(explain=explain or progress == "plain", stream=sys.stdout)
 
 
 # ---------------------------------------------------------------------------- pulls and pushes

@@ -194,11 +194,7 @@ class DirChain:
 
 def remove_at(parent_fd: int, name: str | bytes) -> None:
     """Remove ``name`` under ``parent_fd`` whatever it is (a directory with its contents), following nothing."""
-    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-    if stat.S_ISDIR(st.st_mode):
-        remove_tree(name, dir_fd=parent_fd)
-    else:
-        os.unlink(name, dir_fd=parent_fd)
+    remove_tree(name, dir_fd=parent_fd)
 
 
 def create_replacing(make: Callable[[], Any], parent_fd: int, name: str | bytes) -> Any:
