@@ -3,9 +3,9 @@
 
 usage: bench/bench_build.py [--runs 5] [--workdir /var/tmp] [--big-assets-mib 256]
 
-Makes the reference context with ../shared/bench/make-reference-context
+Makes the reference context with scripts/make-reference-context
 (multi-stage, 3,000 small files, 4 x 32 MiB assets, base busybox:latest)
-and the busybox base image with ../shared/bench/make-busybox-rootfs. Both
+and the busybox base image with scripts/make-busybox-rootfs. Both
 tools get the same base image: pybuild imports the tar; pybuild saves it as
 an OCI archive and `skopeo copy` puts that into buildah's private
 containers-storage (overlay driver, --root/--runroot under the scratch dir,
@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO / ".." / "shared" / "bench").resolve()
 
 SCENARIOS = ("cold", "no-op", "edit")
 # Targets of the issue: pybuild / buildah wall time, and the memory bound.
@@ -414,7 +413,7 @@ def main() -> None:
     logs.mkdir()
     try:
         context = work / "ctx"
-        sh(sys.executable, str(SHARED / "make-reference-context"), str(context), "--base", "busybox:latest")
+        sh(sys.executable, str(REPO / "scripts" / "make-reference-context"), str(context), "--base", "busybox:latest")
         app_sh = (context / "app.sh").read_bytes()
         make_base_images(work, pybuild, env)
 
