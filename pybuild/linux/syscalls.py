@@ -82,6 +82,54 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(result, "pivot_root")
 
 
+# ---- seccomp(2) (glibc has no wrapper) -------------------------------------
+
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+
+_SYS_SECCOMP = {
+    "x86_64": 317,
+    "aarch64": 277,
+    "arm64": 277,
+    "riscv64": 277,
+    "loongarch64": 277,
+    "ppc64le": 358,
+    "ppc64": 358,
+    "s390x": 348,
+    "i386": 354,
+    "i686": 354,
+    "armv7l": 383,
+    "armv8l": 383,
+}
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+    """Load a classic-BPF seccomp program (an array of 8-byte ``struct sock_filter``) on this thread.
+
+    The kernel wants no_new_privs set or CAP_SYS_ADMIN (EACCES otherwise).
+    Everything used here is imported with the module: a child whose imports
+    are locked down can call it.
+    """
+    count, rest = divmod(len(program), 8)
+    if rest or not count or count > 0xFFFF:
+        raise OSError(errno.EINVAL, f"seccomp: a program of {len(program)} bytes is no sock_filter array")
+    nr = _SYS_SECCOMP.get(os.uname().machine)
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"seccomp: unknown syscall number on {os.uname().machine}")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(count, ctypes.cast(buffer, ctypes.c_void_p))
+    result = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER), ctypes.c_long(flags),
+                           ctypes.byref(fprog))
+    _check(result, "seccomp")
+
+
 # ---- prctl ------------------------------------------------------------------
 
 PR_SET_PDEATHSIG = 1
@@ -284,3 +332,21 @@ def ptsname_number(master: int) -> int:
 
 def set_controlling_tty(fd: int) -> None:
     fcntl.ioctl(fd, TIOCSCTTY, 0)
+
+
+# ---- resource limits ----------------------------------------------------------------
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+class _Rlimit64(ctypes.Structure):
+    _fields_ = [("rlim_cur", ctypes.c_uint64), ("rlim_max", ctypes.c_uint64)]
+
+
+_libc.prlimit64.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """setrlimit(2) of this process (prlimit64; the resource module would be one more import to run)."""
+    limit = _Rlimit64(soft, hard)
+    _check(_libc.prlimit64(0, resource, ctypes.byref(limit), None), "setrlimit")
