@@ -18,6 +18,18 @@ flag           cgroup v1                                        cgroup v2
 --pids-limit   pids.max                                         pids.max
 ============== ================================================ ===========================
 
+Device rules (``runtime/devices.py``, Docker's allowlist by default) go
+where runc puts them: on v1 into the ``devices`` controller (``a`` to
+devices.deny, then each rule, in order, to devices.allow or devices.deny);
+on v2, which has no such controller, into a ``BPF_PROG_TYPE_CGROUP_DEVICE``
+program (``pybuild/linux/bpf.py``) attached to the new cgroup before any
+process joins it. The attachment holds the program; it goes with the cgroup.
+
+``PYBUILD_CGROUP_VERSION`` (``v1`` or ``v2``) overrides the detected
+version: on a hybrid host ``v2`` puts containers in its cgroup2 mount,
+with eBPF device filtering (and no limits if, as usual there, it has no
+controllers: asking for one is then an error).
+
 A cgroup is named by its path relative to the root of every hierarchy, e.g.
 ``pybuild/<container-id>``.
 """
@@ -38,6 +50,10 @@ from pathlib import Path
 from pybuild.errors import ContainerError, UsageError
 from pybuild.records import record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .devices import DeviceRule
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MOUNTINFO = Path("/proc/self/mountinfo")
 
@@ -49,7 +65,7 @@ MIN_MEMORY = 6 * 1024 * 1024  # Docker's linuxMinMemory
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages: LONG_MAX rounded down to a page.
 V1_UNLIMITED_THRESHOLD = (1 << 63) - (1 << 20)
 
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset", "devices")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 
 _POLL = 0.01
@@ -220,8 +236,24 @@ def v2_mount() -> Path | None:
     return mounts[0].mount_point if mounts else None
 
 
+VERSION_ENV = "PYBUILD_CGROUP_VERSION"
+
+
 def version() -> str:
-    """"v2" when /sys/fs/cgroup is a cgroup2 mount, "v1" when v1 controllers are mounted."""
+    """"v2" when /sys/fs/cgroup is a cgroup2 mount, "v1" when v1 controllers are mounted.
+
+    ``$PYBUILD_CGROUP_VERSION`` (``v1`` or ``v2``; empty means unset) chooses instead, if this
+    host has that kind of hierarchy.
+    """
+    chosen = os.environ.get(VERSION_ENV, "")
+    if chosen:
+        if chosen not in ("v1", "v2"):
+            raise UsageError(f"invalid {VERSION_ENV} {chosen!r}", 'use "v1" or "v2"')
+        if chosen == "v1" and not v1_mounts():
+            raise ContainerError(f"{VERSION_ENV}=v1 but no cgroup v1 controller is mounted")
+        if chosen == "v2" and v2_mount() is None:
+            raise ContainerError(f"{VERSION_ENV}=v2 but no cgroup2 filesystem is mounted")
+        return chosen
     at_root = [m for m in cgroup_mounts() if m.mount_point == CGROUP_ROOT]
     if at_root and at_root[-1].fstype == "cgroup2":
         return "v2"
@@ -512,7 +544,11 @@ class Cgroup(ABC):
 
 
 class CgroupV1(Cgroup):
-    """A cgroup in the separate v1 hierarchies (memory, cpu, cpuacct, pids, freezer, cpuset)."""
+    """A cgroup in the separate v1 hierarchies (memory, cpu, cpuacct, pids, freezer, cpuset, devices).
+
+    Its ``devices`` directory is made only when device rules are given: without
+    them the cgroup is what it was before, the root's (allow-all) device list.
+    """
 
     def __init__(self, name: str, mounts: dict[str, Path] | None = None) -> None:
         self.name = _check_name(name)
@@ -531,8 +567,10 @@ class CgroupV1(Cgroup):
                 seen.setdefault(d)
         return list(seen)
 
-    def _roots(self) -> list[Path]:
-        return list(dict.fromkeys(self.mounts[c] for c in V1_CONTROLLERS if c in self.mounts))
+    def _roots(self, devices: bool = True) -> list[Path]:
+        """The hierarchies' mount points; without ``devices``, not the devices one (unless co-mounted)."""
+        return list(dict.fromkeys(self.mounts[c] for c in V1_CONTROLLERS
+                                  if c in self.mounts and (devices or c != "devices")))
 
     def _need(self, controller: str, what: str) -> Path:
         d = self.dir(controller)
@@ -541,20 +579,29 @@ class CgroupV1(Cgroup):
                                  "cgroup v1 hierarchies found: " + (", ".join(sorted(self.mounts)) or "none"))
         return d
 
-    def _create(self, limits: Limits) -> None:
+    def _create(self, limits: Limits, devices: tuple[DeviceRule, ...] | None = None) -> None:
         if limits.memory is not None:
             self._need("memory", "memory")
         if limits.cpus is not None or limits.cpu_shares is not None:
             self._need("cpu", "cpu")
         if limits.pids is not None:
             self._need("pids", "pids")
+        lines = None if devices is None else _v1_device_lines(devices)
+        if lines is not None and self.dir("devices") is None:
+            hint = "cgroup v1 hierarchies found: " + (", ".join(sorted(self.mounts)) or "none")
+            if v2_mount() is not None:
+                hint += f"; {VERSION_ENV}=v2 filters devices with eBPF in the cgroup2 hierarchy"
+            raise ContainerError("cannot apply the device rules: the devices controller is not mounted", hint)
         if any(d.exists() for d in self._dirs()):
             raise ContainerError(f"cgroup {self.name} already exists", "remove it first (pybuild prune)")
         created: list[Path] = []
         try:
-            for root in self._roots():
+            for root in self._roots(devices=lines is not None):
                 self._make(root, created)
             self._apply(limits)
+            d = self.dir("devices")
+            if lines is not None and d is not None:
+                _write_device_lines(d, lines)
         except BaseException:
             _rollback(created)
             raise
@@ -646,6 +693,70 @@ class CgroupV1(Cgroup):
         return self.can_freeze() and _read(self._freezer()).strip() == "FROZEN"
 
 
+def _v1_device_lines(rules: Iterable[DeviceRule]) -> list[tuple[str, str]]:
+    """(file, line) writes for ``rules``: "a" to devices.deny, then each rule in order.
+
+    The v1 controller keeps a default and a list of exceptions: "a" rules set
+    the default and clear the list, other rules add an exception or, when
+    they have the default's verdict, take access away from the exception with
+    exactly their type and numbers. Rules it would read otherwise than
+    "the last match wins" are refused, not approximated: an "a" rule that is
+    not "a *:* rwm", and a rule that overlaps an earlier exception of another
+    type:major:minor it cannot cancel (``allow c 1:3`` then ``deny c 1:*``).
+    """
+    lines = [("devices.deny", "a")]
+    default_allow = False
+    exceptions: list[DeviceRule] = []
+    for rule in rules:
+        text = rule.v1_text()
+        if rule.type == "a":
+            if text != "a *:* rwm":
+                raise ContainerError(f"cgroup v1 cannot apply the device rule {text!r}",
+                                     f"its devices controller reads any 'a' rule as 'a *:* rwm'; {VERSION_ENV}=v2 can")
+            default_allow = rule.allow
+            exceptions.clear()
+        elif rule.allow == default_allow:
+            for earlier in exceptions:
+                if _overlap(earlier, rule) and (earlier.type, earlier.major, earlier.minor) != (
+                        rule.type, rule.major, rule.minor):
+                    raise ContainerError(
+                        f"cgroup v1 cannot apply the device rule {text!r} after {earlier.v1_text()!r}",
+                        "its devices controller only takes access away from an entry with the same numbers; "
+                        f"{VERSION_ENV}=v2 can")
+        else:
+            exceptions.append(rule)
+        lines.append(("devices.allow" if rule.allow else "devices.deny", text))
+    return lines
+
+
+def _overlap(a: DeviceRule, b: DeviceRule) -> bool:
+    """Whether two rules (not "a") can match one request."""
+    return (a.type == b.type and (a.major is None or b.major is None or a.major == b.major)
+            and (a.minor is None or b.minor is None or a.minor == b.minor)
+            and any(c in b.access for c in a.access))
+
+
+def _write_device_lines(d: Path, lines: list[tuple[str, str]]) -> None:
+    """Each line a write(2) of its own (the controller parses one rule per write), two files opened once."""
+    fds: dict[str, int] = {}
+    try:
+        for name, line in lines:
+            fd = fds.get(name)
+            if fd is None:
+                try:
+                    fd = fds[name] = os.open(d / name, os.O_WRONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise _error(f"cannot open {d / name}: {e.strerror}", e) from e
+            try:
+                os.write(fd, line.encode())
+            except OSError as e:
+                raise _error(f"cannot write {line!r} to {d / name}: {e.strerror}", e,
+                             "a parent cgroup may not allow that device") from e
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def _inherit_cpuset(path: Path) -> None:
     """A new v1 cpuset starts with empty cpus/mems and cannot take tasks: copy the parent's."""
     for name in ("cpuset.cpus", "cpuset.mems"):
@@ -720,17 +831,23 @@ class CgroupV2(Cgroup):
     def _roots(self) -> list[Path]:
         return [self.root]
 
-    def _create(self, limits: Limits) -> None:
+    def _create(self, limits: Limits, devices: tuple[DeviceRule, ...] | None = None) -> None:
         required = _required_v2(limits)
         if self.path.exists():
             raise ContainerError(f"cgroup {self.name} already exists", "remove it first (pybuild prune)")
+        prog = None if devices is None else _load_device_filter(devices)  # before mkdir: nothing to undo
         created: list[Path] = []
         try:
             _make_path(self.root, self.name, created, before=lambda parent: _enable_controllers(parent, required))
             self._apply(limits)
+            if prog is not None:
+                _attach_device_filter(self.path, prog)
         except BaseException:
             _rollback(created)
             raise
+        finally:
+            if prog is not None:
+                os.close(prog)  # the attachment keeps the program
 
     def _apply(self, limits: Limits) -> None:
         p = self.path
@@ -805,6 +922,36 @@ class CgroupV2(Cgroup):
             _write(kill, "1")
         else:
             super().kill_all(sig)
+
+
+def _load_device_filter(rules: Iterable[DeviceRule]) -> int:
+    """The device rules as a loaded eBPF program: its fd."""
+    from pybuild.linux import bpf
+
+    try:
+        insns = bpf.device_filter([rule.as_tuple() for rule in rules])
+    except ValueError as e:
+        raise ContainerError(f"cannot build the device filter: {e}") from None
+    try:
+        return bpf.load_device_program(insns)
+    except OSError as e:
+        hint = "loading BPF programs needs CAP_SYS_ADMIN (or CAP_BPF)" if e.errno == errno.EPERM else None
+        raise ContainerError(f"cannot load the cgroup device filter: {e.strerror}", hint) from e
+
+
+def _attach_device_filter(path: Path, prog: int) -> None:
+    from pybuild.linux import bpf
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise _error(f"cannot open cgroup {path}: {e.strerror}", e) from e
+    try:
+        bpf.attach_device_program(fd, prog)
+    except OSError as e:
+        raise ContainerError(f"cannot attach the device filter to cgroup {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
 
 
 def _required_v2(limits: Limits) -> set[str]:
@@ -902,24 +1049,31 @@ def _own_procs_file() -> Path | None:
     return None
 
 
-def create(name: str, limits: Limits, version: str | None = None, *, root: Path | None = None) -> Cgroup:
+def create(name: str, limits: Limits, version: str | None = None, *, root: Path | None = None,
+           devices: tuple[DeviceRule, ...] | None = None) -> Cgroup:
     """Create cgroup ``name`` with ``limits`` (validated first); undo everything on failure.
 
-    ``version`` defaults to the host's; "v2" on a hybrid host uses its cgroup2 mount, or ``root``.
+    ``version`` defaults to the host's (or ``$PYBUILD_CGROUP_VERSION``); "v2" on a
+    hybrid host uses its cgroup2 mount, or ``root``. ``devices``: the device
+    allowlist, in order (None: no device rules, the parent's apply).
     """
     limits = validate(limits)
     group = _make(name, version, root)
-    group._create(limits)
+    group._create(limits, devices)
     return group
 
 
 def open_existing(name: str, version: str | None = None, *, root: Path | None = None) -> Cgroup:
-    """The existing cgroup ``name``; on a hybrid host found in the v1 hierarchies or else cgroup2."""
+    """The existing cgroup ``name``; on a hybrid host found in the chosen hierarchies or else the others."""
     group = _make(name, version, root)
     if group.exists():
         return group
-    if version is None and isinstance(group, CgroupV1) and v2_mount() is not None:
-        other = CgroupV2(name, root)
-        if other.exists():
+    if version is None:  # made before $PYBUILD_CGROUP_VERSION changed, or on a hybrid's other side
+        other: CgroupV1 | CgroupV2 | None = None
+        if isinstance(group, CgroupV1) and v2_mount() is not None:
+            other = CgroupV2(name, root)
+        elif isinstance(group, CgroupV2) and root is None and v1_mounts():
+            other = CgroupV1(name)
+        if other is not None and other.exists():
             return other
     raise CgroupNotFound(f"cgroup {name} does not exist")
