@@ -342,7 +342,8 @@ class RunStep:
                 try:
                     cgroup = f"pybuild/{build_cgroup_prefix(self.ctx.store.root)}{snap.cache_id[:12]}"
                     result = execute(spec, cgroup_name=cgroup, limits=self.ctx.limits, stdout=pump.write_fd,
-                                     stderr=pump.write_fd, on_started=on_started, proxy_signals=False)
+                                     stderr=pump.write_fd, on_started=on_started, proxy_signals=False,
+                                     seccomp_cache=self.ctx.store.root / "seccomp")
                 except PybuildError as exc:
                     raise _located(self.instr, f"RUN failed: {exc}") from None
                 finally:

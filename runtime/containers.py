@@ -47,6 +47,7 @@ class VolumeMount:
     target: str
     readonly: bool = False
     anonymous: bool = False
+    propagation: str = ""  # --mount bind-propagation (binds default to rprivate)
 
 
 @record(frozen=True)
@@ -80,6 +81,17 @@ class ContainerConfig:
     ports: tuple[PortBinding, ...] = ()
     dns: tuple[str, ...] = ()
     add_hosts: tuple[str, ...] = ()     # NAME:IP
+    # Security and process options, as given (checked when created, applied when started).
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    read_only: bool = False
+    security_opt: tuple[str, ...] = ()  # Docker's HostConfig.SecurityOpt (a seccomp profile inlined)
+    devices: tuple[str, ...] = ()       # --device HOST[:CONTAINER[:PERMS]]
+    ulimits: tuple[str, ...] = ()       # NAME=SOFT:HARD
+    sysctls: dict[str, str] = field(default_factory=dict)
+    shm_size: int | None = None
+    group_add: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return records.asdict(self)
@@ -87,7 +99,8 @@ class ContainerConfig:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ContainerConfig:
         doc = dict(doc)
-        for key in ("args", "env", "dns", "add_hosts"):
+        for key in ("args", "env", "dns", "add_hosts", "cap_add", "cap_drop", "security_opt", "devices",
+                    "ulimits", "group_add"):
             doc[key] = tuple(doc.get(key) or ())
         if doc.get("ports"):
             from .network.ports import PortBinding

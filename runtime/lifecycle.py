@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pybuild import records
 from pybuild.errors import ConflictError, ContainerError, ContainerNotFound, NetworkError, PybuildError, UsageError
 from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
 from pybuild.store.images import Image, now_iso
 from pybuild.store.root import Store
 
-from . import cgroups, initlayer
+from . import cgroups, initlayer, security
 from .containers import (
     CREATED,
     EXITED,
@@ -84,6 +85,17 @@ class RunOptions:
     stop_timeout: int | None = None
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    mounts: list[str] = field(default_factory=list)  # --mount
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    read_only: bool = False
+    security_opt: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    ulimits: list[str] = field(default_factory=list)
+    sysctls: list[str] = field(default_factory=list)  # NAME=VALUE
+    shm_size: int | None = None
+    group_add: list[str] = field(default_factory=list)
 
 
 def find_init() -> Path:
@@ -146,6 +158,11 @@ class Runtime:
         with _start_error():
             network, ports, dns_servers, add_hosts = self._plan_network(opts)
         mounts = self._plan_mounts(opts, cfg.volumes)
+        checked = security.isolation(
+            cap_add=opts.cap_add, cap_drop=opts.cap_drop, privileged=opts.privileged, read_only=opts.read_only,
+            security_opt=opts.security_opt, devices=opts.devices, ulimits=opts.ulimits, sysctls=opts.sysctls,
+            shm_size=opts.shm_size, group_add=opts.group_add, host_network=network == "host")
+        sec = security.parse_security_opts(opts.security_opt)
         config = ContainerConfig(
             id=cid, name=opts.name or self.containers.unique_name(), image=opts.image, image_id=image.id,
             manifest=image.manifest_digest, created=now_iso(), args=args, env=env,
@@ -154,7 +171,12 @@ class Runtime:
             mounts=mounts, limits=limits, init=opts.init, stop_signal=stop_signal,
             stop_timeout=opts.stop_timeout if opts.stop_timeout is not None else 10,
             auto_remove=opts.auto_remove, entrypoint=entrypoint, cmd=cmd, labels=dict(opts.labels),
-            ports=ports, dns=dns_servers, add_hosts=add_hosts)
+            ports=ports, dns=dns_servers, add_hosts=add_hosts,
+            cap_add=tuple(security.normalize_capability(c) for c in opts.cap_add),
+            cap_drop=tuple(security.normalize_capability(c) for c in opts.cap_drop),
+            privileged=opts.privileged, read_only=opts.read_only, security_opt=tuple(sec.as_docker_list()),
+            devices=tuple(opts.devices), ulimits=tuple(opts.ulimits), sysctls=dict(checked.sysctls),
+            shm_size=opts.shm_size, group_add=tuple(opts.group_add))
         if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
             raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         ProcessSpec(args=args, env=env, cwd=config.cwd if config.cwd.startswith("/") else "/")  # validate early
@@ -240,6 +262,13 @@ class Runtime:
             else:
                 raise UsageError(f"invalid volume name {source!r}",
                                  "a host path must be absolute; a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]+")
+        for text in opts.mounts:
+            from .mountflag import parse_mount
+
+            m = parse_mount(text)
+            if m.kind == "volume" and m.anonymous:
+                m = records.replace(m, source=self.volumes.new_anonymous_name())
+            out.append(m)
         for text in opts.tmpfs:
             target, _, options = text.partition(":")
             if not target.startswith("/"):
@@ -284,8 +313,9 @@ class Runtime:
         lowers = tuple(layers.lowers(rw.mount_id))
         mounts: list[Mount] = []
         for m in config.mounts:
+            propagation = (m.propagation,) if m.propagation else ()
             if m.kind == "bind":
-                mounts.append(Mount.bind(m.source, m.target, readonly=m.readonly))
+                mounts.append(Mount.bind(m.source, m.target, readonly=m.readonly, options=propagation))
             elif m.kind == "volume":
                 mounts.append(Mount.bind(str(self.volumes.data_dir(m.source)), m.target, readonly=m.readonly))
             else:
@@ -293,13 +323,29 @@ class Runtime:
                 mounts.append(Mount("tmpfs", m.target, "tmpfs", opts))
         if hosts is not None and not any(m.target.rstrip("/") == "/etc/hosts" for m in mounts):
             mounts.insert(0, Mount.bind(hosts, "/etc/hosts"))
+        iso = self.isolation(config)
         process = ProcessSpec(args=config.args, env=config.env, cwd=config.cwd, user=config.user,
-                              tty=config.tty if tty is None else tty, stdin=config.interactive)
+                              tty=config.tty if tty is None else tty, stdin=config.interactive,
+                              groups=iso.groups, rlimits=iso.rlimits)
         return ContainerSpec(
             rootfs=layers.overlay / rw.mount_id / "merged", process=process, hostname=config.hostname,
             network="host" if config.network == "host" else "none", netns=netns, mounts=tuple(mounts),
             init=find_init() if config.init else None,
-            overlay=OverlayRootfs(layers.overlay, lowers, f"{rw.mount_id}/diff", f"{rw.mount_id}/work"))
+            overlay=OverlayRootfs(layers.overlay, lowers, f"{rw.mount_id}/diff", f"{rw.mount_id}/work"),
+            **iso.spec_fields())  # type: ignore[arg-type]
+
+    def isolation(self, config: ContainerConfig) -> security.Isolation:
+        """The security settings ``config``'s options give (checked again: a --device may have gone since)."""
+        return security.isolation(
+            cap_add=config.cap_add, cap_drop=config.cap_drop, privileged=config.privileged,
+            read_only=config.read_only, security_opt=config.security_opt, devices=config.devices,
+            ulimits=config.ulimits, sysctls=[f"{k}={v}" for k, v in config.sysctls.items()],
+            shm_size=config.shm_size, group_add=config.group_add, host_network=config.network == "host")
+
+    @property
+    def seccomp_cache(self) -> Path:
+        """Compiled seccomp programs, kept across runs (see runtime/seccomp.py)."""
+        return self.store.root / "seccomp"
 
     # ---- running -------------------------------------------------------------------
 
@@ -329,7 +375,7 @@ class Runtime:
                 attachment, spec = self._connect(config)
             result = execute(spec, cgroup_name=config.cgroup_name, limits=config.limits,
                              stdin=stdin, stdout=stdout, stderr=stderr, on_started=started,
-                             proxy_signals=proxy_signals)
+                             proxy_signals=proxy_signals, seccomp_cache=self.seccomp_cache)
         except PybuildError as exc:
             code = getattr(exc, "exit_code", 125)
             self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=code, error=str(exc),
@@ -496,11 +542,14 @@ class Runtime:
         if state.status == PAUSED:
             raise ConflictError(f"container {config.name} is paused", "unpause it first")
         base_env = merge_env(config.env, ["TERM=xterm"] if tty else [])
+        iso = self.isolation(config)
         process = ProcessSpec(args=tuple(args), env=merge_env(base_env, env),
                               cwd=workdir or config.cwd, user=config.user if user is None else user,
-                              tty=tty, stdin=interactive)
+                              tty=tty, stdin=interactive, groups=iso.groups, rlimits=iso.rlimits)
         cg = cgroups.open_existing(config.cgroup_name)
-        proc = enter(state.pid, process, cgroup=cg, stdin=sys.stdin.fileno() if interactive and not tty else None)
+        proc = enter(state.pid, process, capabilities=iso.capabilities, no_new_privs=iso.no_new_privs,
+                     seccomp_profile=iso.seccomp, seccomp_cache=self.seccomp_cache, cgroup=cg,
+                     stdin=sys.stdin.fileno() if interactive and not tty else None)
         try:
             from .run import forward_signals
 

@@ -57,11 +57,12 @@ from pybuild.errors import ContainerError, PybuildError
 from pybuild.linux import syscalls, unixsock
 from pybuild.records import record
 
-from . import rootfs, users
-from .spec import DEFAULT_CAPS, DEFAULT_PATH, ContainerSpec, ProcessSpec
+from . import rootfs, seccomp, users
+from .spec import DEFAULT_CAPS, DEFAULT_PATH, DEFAULT_SECCOMP, ContainerSpec, ProcessSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import IO, Any, NoReturn, Protocol, TypeAlias
 
     Stdio: TypeAlias = "int | IO[Any] | None"
@@ -187,7 +188,7 @@ class ContainerProcess:
 
 def spawn(spec: ContainerSpec, *, cgroup: Cgroup | None = None, stdin: Stdio = None,
           stdout: Stdio = None, stderr: Stdio = None, timeout: float = SETUP_TIMEOUT,
-          die_with_parent: bool = True) -> ContainerProcess:
+          die_with_parent: bool = True, seccomp_cache: Path | None = None) -> ContainerProcess:
     """Start ``spec`` in new namespaces; returns once the user's program is executing.
 
     ``stdin``/``stdout``/``stderr`` are descriptors or files (None: inherit the
@@ -203,29 +204,35 @@ def spawn(spec: ContainerSpec, *, cgroup: Cgroup | None = None, stdin: Stdio = N
     process dies (PR_SET_PDEATHSIG on the shim). The kernel ties that to the
     calling *thread*: call spawn from a thread that outlives the container
     (the main thread, or pass ``die_with_parent=False`` and manage it).
+
+    The seccomp profile is compiled here, in the caller, once per profile and
+    capability set (``seccomp_cache``: a directory that keeps compiled
+    programs across processes); the container's init only loads the program.
     """
     if spec.init is not None and not os.path.isfile(spec.init):
         raise ContainerStartError(f"init binary {spec.init} not found on the host")
+    program = _seccomp_program(spec.seccomp, spec.capabilities, seccomp_cache)
 
     def prepare() -> None:
         syscalls.unshare(syscalls.CLONE_NEWPID)
 
     def init_main(sync: unixsock.Socket) -> NoReturn:
-        _container_init(spec, sync, timeout)
+        _container_init(spec, sync, timeout, program)
 
     return _launch(prepare, init_main, spec.process, cgroup, (stdin, stdout, stderr), timeout,
                    die_with_parent)
 
 
 def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEFAULT_CAPS,
-          no_new_privs: bool = True, cgroup: Cgroup | None = None, stdin: Stdio = None,
+          no_new_privs: bool = False, seccomp_profile: seccomp.Profile | None = DEFAULT_SECCOMP,
+          seccomp_cache: Path | None = None, cgroup: Cgroup | None = None, stdin: Stdio = None,
           stdout: Stdio = None, stderr: Stdio = None, timeout: float = SETUP_TIMEOUT,
           die_with_parent: bool = True) -> ContainerProcess:
     """Run ``process`` inside the running container whose init is host pid ``pid`` (``exec``).
 
     The shim joins the container's namespaces with setns (the PID namespace
     applies to the process it forks next); the joined process gets the
-    container's credentials and capabilities like its init did.
+    container's credentials, capabilities and seccomp filter like its init did.
     """
     for cap in capabilities:
         try:
@@ -237,6 +244,7 @@ def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEF
     if not os.path.exists(f"/proc/{pid}/ns/mnt"):
         raise ContainerStartError(f"container process {pid} is not running")
     mask = syscalls.caps_mask(capabilities)
+    program = _seccomp_program(seccomp_profile, capabilities, seccomp_cache)
 
     def prepare() -> None:
         opened = []
@@ -255,7 +263,7 @@ def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEF
     def init_main(sync: unixsock.Socket) -> NoReturn:
         syscalls.set_pdeathsig(signal.SIGKILL)
         _wait_for_go(sync, timeout)
-        _finalize_and_exec(sync, process, mask, no_new_privs, use_init=False, console=False)
+        _finalize_and_exec(sync, process, mask, no_new_privs, program, use_init=False, console=False)
 
     return _launch(prepare, init_main, process, cgroup, (stdin, stdout, stderr), timeout, die_with_parent)
 
@@ -513,7 +521,17 @@ def _wait_for_go(sync: unixsock.Socket, timeout: float) -> None:
         raise ContainerStartError("unexpected message from the runtime")
 
 
-def _container_init(spec: ContainerSpec, sync: unixsock.Socket, timeout: float) -> NoReturn:
+def _seccomp_program(profile: seccomp.Profile | None, capabilities: tuple[str, ...],
+                     cache: Path | None) -> bytes | None:
+    if profile is None:
+        return None
+    if not profile.document:
+        profile = seccomp.default_profile()
+    return seccomp.compile_program(profile, capabilities, cache_dir=cache)
+
+
+def _container_init(spec: ContainerSpec, sync: unixsock.Socket, timeout: float,
+                    program: bytes | None) -> NoReturn:
     syscalls.set_pdeathsig(signal.SIGKILL)
     cgroup_namespace = syscalls.namespace_supported("cgroup")  # asked of the host's /proc
     flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
@@ -529,7 +547,7 @@ def _container_init(spec: ContainerSpec, sync: unixsock.Socket, timeout: float) 
     _wait_for_go(sync, timeout)  # in the container's cgroup from here on
     if cgroup_namespace:
         _unshare(syscalls.CLONE_NEWCGROUP)
-    _finalize_and_exec(sync, spec.process, spec.capability_mask, spec.no_new_privs,
+    _finalize_and_exec(sync, spec.process, spec.capability_mask, spec.no_new_privs, program,
                        use_init=spec.init is not None, console=True)
 
 
@@ -578,14 +596,21 @@ def _open_console(bind_console: bool) -> int:
     return master
 
 
+def _install_seccomp(program: bytes) -> None:
+    try:
+        seccomp.install(program)
+    except OSError as exc:
+        raise ContainerStartError(f"cannot load the seccomp filter: {exc.strerror or exc}") from None
+
+
 def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: int, no_new_privs: bool,
-                       *, use_init: bool, console: bool) -> NoReturn:
+                       seccomp_program: bytes | None, *, use_init: bool, console: bool) -> NoReturn:
     os.umask(0o022)
     if process.tty:
         master = _open_console(bind_console=console)
         unixsock.send_fds(sync, json.dumps({"type": "pty"}).encode(), [master])
         os.close(master)
-    user = users.lookup(process.user)
+    user = users.lookup(process.user, groups=process.groups)
     env = users.home_env(process.env, user.home)
     # chdir as root first (creating a missing working dir, as Docker does for
     # WORKDIR); a directory only the user can enter is tried again afterwards.
@@ -607,6 +632,16 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
         raise ContainerStartError(f"chdir to {process.cwd}: {exc.strerror}") from None
 
     _close_all_but({0, 1, 2, sync.fileno()})
+    for limit in process.rlimits:
+        try:
+            syscalls.setrlimit(limit.resource, limit.soft, limit.hard)
+        except OSError as exc:
+            raise ContainerStartError(f"cannot set ulimit {limit.resource} to {limit.soft}:{limit.hard}: "
+                                      f"{exc.strerror}") from None
+    if seccomp_program is not None and not no_new_privs:
+        # Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: load it
+        # before the capabilities go (what runc does); what follows must be allowed by it.
+        _install_seccomp(seccomp_program)
 
     syscalls.drop_bounding(b for b in range(cap_mask.bit_length()) if cap_mask >> b & 1)
     syscalls.set_keepcaps(True)
@@ -640,6 +675,8 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
     else:
         path, argv = program, list(process.args)
     _restore_signals()
+    if seccomp_program is not None and no_new_privs:
+        _install_seccomp(seccomp_program)  # as late as possible: only execve runs under it here
     try:
         os.execve(path, argv, env_map)
     except OSError as exc:

@@ -10,8 +10,14 @@ mount namespace, as runc's ``prepareRootfs``/``finalizeRootfs`` do:
    mounts;
 3. ``pivot_root(rootfs, rootfs)`` and detach the old root (not chroot: the
    host's tree is gone from the namespace, not merely out of sight);
-4. mask paths (/dev/null over files, an empty read-only tmpfs over
-   directories) and make paths read-only.
+4. write the namespaced sysctls, mask paths (/dev/null over files, an empty
+   read-only tmpfs over directories), make paths read-only and, with
+   ``readonly_rootfs``, the root itself.
+
+Read-only binds are read-only all the way down: after the bind, the
+attribute is set on the whole mount tree with ``mount_setattr(AT_RECURSIVE)``
+(Linux 5.12); a remount would only change the top mount and leave the
+mounts below it writable. Without mount_setattr the container does not start.
 
 Every mount target in the rootfs is resolved component by component under the
 root, with absolute symlinks taken relative to it (what runc's securejoin
@@ -45,7 +51,8 @@ from pybuild.linux.mount import (
 )
 from pybuild.records import record
 
-from .spec import ContainerSpec, Mount
+from .devices import Device
+from .spec import DEFAULT_SHM_SIZE, ContainerSpec, Mount
 
 DEVICES: tuple[tuple[str, int, int], ...] = (
     ("null", 1, 3),
@@ -71,16 +78,16 @@ class RootfsError(ContainerError):
     """The container's filesystem could not be set up."""
 
 
-def default_mounts() -> tuple[Mount, ...]:
-    """The mounts of Docker's default spec, in the order runc makes them."""
+def default_mounts(shm_size: int = DEFAULT_SHM_SIZE, writable_sysfs: bool = False) -> tuple[Mount, ...]:
+    """The mounts of Docker's default spec, in the order runc makes them (--shm-size, --privileged's /sys)."""
     return (
         Mount("proc", "/proc", "proc", ("nosuid", "noexec", "nodev")),
         Mount("tmpfs", "/dev", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
         Mount("devpts", "/dev/pts", "devpts",
               ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-        Mount("sysfs", "/sys", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
+        Mount("sysfs", "/sys", "sysfs", ("nosuid", "noexec", "nodev", "rw" if writable_sysfs else "ro")),
         Mount("mqueue", "/dev/mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-        Mount("shm", "/dev/shm", "tmpfs", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+        Mount("shm", "/dev/shm", "tmpfs", ("nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size}")),
     )
 
 
@@ -222,10 +229,21 @@ def _prepare_target(root: str, target: str, directory: bool, exact: bool = False
 
 def _remount_readonly(root: str, path: str, extra: int = 0, recursive: bool = False) -> None:
     with _opened(root, path) as t:
-        flags = _m.MS_BIND | _m.MS_REMOUNT | _m.MS_RDONLY | extra | _current_flags(t)
-        if recursive:
-            flags |= _m.MS_REC
-        _mount(None, t, None, flags)
+        _mount(None, t, None, _m.MS_BIND | _m.MS_REMOUNT | _m.MS_RDONLY | extra | _current_flags(t))
+    if recursive:
+        _readonly_tree(root, path)
+
+
+def _readonly_tree(root: str, path: str) -> None:
+    """Make the mount at ``path`` and every mount below it read-only (mount_setattr, Linux >= 5.12)."""
+    with _opened(root, path) as t:
+        try:
+            _m.mount_setattr(t, _m.MOUNT_ATTR_RDONLY, recursive=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EINVAL):
+                raise RootfsError(f"cannot make {_show(root, path)} read-only with the mounts below it: "
+                                  "this kernel has no mount_setattr (Linux 5.12 or later is needed)") from None
+            raise
 
 
 def mount_into(root: str, mount: Mount, exact: bool = False) -> None:
@@ -262,6 +280,8 @@ def _bind_into(root: str, mount: Mount, opts: MountOptions) -> None:
         # Flags on a bind take a remount; it must be made through the new mount, not the old fd.
         with _opened(root, path) as t:
             _mount(None, t, None, _m.MS_BIND | _m.MS_REMOUNT | rest | _current_flags(t))
+    if rest & _m.MS_RDONLY and bind & _m.MS_REC:
+        _readonly_tree(root, path)
     _propagate(root, path, opts)
 
 
@@ -289,11 +309,13 @@ def _propagate(root: str, path: str, opts: MountOptions) -> None:
 
 # ---- /dev --------------------------------------------------------------------
 
-def create_devices(root: str) -> None:
-    """The device nodes of a default container, mode 0666 and owned by root."""
+def create_devices(root: str, extra: Iterable[Device] = ()) -> None:
+    """The device nodes of a default container, mode 0666 and owned by root, then ``extra`` (--device)."""
     dev = secure_join(root, "/dev")
     old_umask = os.umask(0)
     try:
+        for device in extra:
+            _make_node(root, device)
         for name, major, minor in DEVICES:
             path = os.path.join(dev, name)
             with contextlib.suppress(FileNotFoundError):
@@ -311,6 +333,24 @@ def create_devices(root: str) -> None:
         raise RootfsError(f"cannot create device nodes in the container's /dev: {exc.strerror or exc}") from None
     finally:
         os.umask(old_umask)
+
+
+def _make_node(root: str, device: Device) -> None:
+    """mknod ``device`` at its path in the container (replacing what is there), as runc's createDevices."""
+    path = _prepare_target(root, os.path.dirname(device.path) or "/", directory=True)
+    node = os.path.join(path, os.path.basename(device.path))
+    if not _within(root, node):
+        raise RootfsError(f"device path {device.path} resolves outside the container")
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.lstat(node).st_mode):
+            raise RootfsError(f"cannot create device {device.path} in the container: it is a directory")
+        os.unlink(node)
+    kind = stat.S_IFCHR if device.type == "c" else stat.S_IFBLK
+    try:
+        os.mknod(node, kind | (device.mode & 0o7777), os.makedev(device.major, device.minor))
+        os.chown(node, device.uid, device.gid, follow_symlinks=False)
+    except OSError as exc:
+        raise RootfsError(f"cannot create device {device.path} in the container: {exc.strerror}") from None
 
 
 def setup_dev_symlinks(root: str) -> None:
@@ -414,9 +454,9 @@ def setup(spec: ContainerSpec) -> None:
         raise RootfsError(f"cannot prepare the rootfs {root}: {exc.strerror or exc}") from None
     except MountError as exc:
         raise RootfsError(f"cannot mount the rootfs {root}: {exc}") from None
-    for mount in default_mounts():
+    for mount in default_mounts(spec.shm_size, spec.writable_sysfs):
         mount_into(root, mount, exact=True)
-    create_devices(root)
+    create_devices(root, spec.devices)
     setup_dev_symlinks(root)
     if spec.init is not None:
         mount_into(root, Mount(str(spec.init), INIT_PATH, "bind", ("bind", "ro")))
@@ -424,7 +464,34 @@ def setup(spec: ContainerSpec) -> None:
     for mount in sorted(spec.mounts, key=_depth):
         mount_into(root, mount)
     pivot_into(root)
+    for key, value in spec.sysctls:
+        write_sysctl(key, value)
     for path in spec.masked_paths:
         mask_path(path)
     for path in spec.readonly_paths:
         readonly_path(path)
+    if spec.readonly_rootfs:
+        readonly_root()
+
+
+def write_sysctl(key: str, value: str) -> None:
+    """Set a (namespaced: checked by the caller) kernel parameter through the container's /proc/sys."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RootfsError(f"cannot set sysctl {key}: {exc.strerror}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise RootfsError(f"cannot set sysctl {key}={value}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def readonly_root() -> None:
+    """--read-only: the root mount itself (not /proc, /dev, /sys or the volumes on it) becomes read-only."""
+    try:
+        _mount(None, "/", None, _m.MS_BIND | _m.MS_REMOUNT | _m.MS_RDONLY | _current_flags("/"))
+    except OSError as exc:
+        raise RootfsError(f"cannot make the root filesystem read-only: {exc.strerror or exc}") from None

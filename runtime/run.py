@@ -22,6 +22,7 @@ from .spec import ContainerSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import IO, Any
 
     from .process import Stdio
@@ -70,12 +71,16 @@ def forward_signals(proc: ContainerProcess) -> Iterator[None]:
 def execute(spec: ContainerSpec, *, cgroup_name: str, limits: cgroups.Limits | None = None,
             stdin: Stdio = None, stdout: Stdio = None, stderr: Stdio = None,
             on_started: Callable[[ContainerProcess, cgroups.Cgroup], None] | None = None,
-            proxy_signals: bool = True) -> RunResult:
-    """Run ``spec`` in a fresh cgroup and wait for it; the cgroup is removed afterwards."""
+            proxy_signals: bool = True, seccomp_cache: Path | None = None) -> RunResult:
+    """Run ``spec`` in a fresh cgroup and wait for it; the cgroup is removed afterwards.
+
+    The cgroup carries the spec's device allowlist; ``seccomp_cache`` keeps
+    compiled seccomp programs across processes (see :func:`process.spawn`).
+    """
     limits = limits or cgroups.Limits()
-    cg = cgroups.create(cgroup_name, limits)
+    cg = cgroups.create(cgroup_name, limits, devices=spec.device_rules)
     try:
-        proc = spawn(spec, cgroup=cg, stdin=stdin, stdout=stdout, stderr=stderr)
+        proc = spawn(spec, cgroup=cg, stdin=stdin, stdout=stdout, stderr=stderr, seccomp_cache=seccomp_cache)
         try:
             if on_started is not None:
                 on_started(proc, cg)

@@ -3,7 +3,8 @@
 A :class:`ContainerSpec` is the runtime's whole input: the prepared root
 filesystem, the process to run in it and the isolation around it. Defaults
 are Docker's (``docker run`` with no security options): its 14 capabilities,
-its masked and read-only paths, no-new-privileges.
+its seccomp profile, its device allowlist, its masked and read-only paths;
+setuid programs may gain privileges (no-new-privileges is off, as in Docker).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 from pybuild.errors import UsageError
 from pybuild.linux import syscalls
 from pybuild.records import record
+
+from .devices import DEFAULT_RULES, Device, DeviceRule
+from .seccomp import Profile
 
 # moby's oci/caps/defaults.go: what a container keeps of root's capabilities.
 DEFAULT_CAPS: tuple[str, ...] = (
@@ -56,6 +60,12 @@ DEFAULT_READONLY: tuple[str, ...] = (
     "/proc/sys",
     "/proc/sysrq-trigger",
 )
+
+# The built-in profile (runtime/seccomp_default.json, read when first compiled);
+# ContainerSpec.seccomp = None runs the container unconfined.
+DEFAULT_SECCOMP = Profile(name="default", document="")
+
+DEFAULT_SHM_SIZE = 64 << 20  # Docker's default /dev/shm
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("none", "host")
@@ -140,6 +150,15 @@ class User:
 
 
 @record(frozen=True)
+class Rlimit:
+    """A resource limit set with setrlimit(2) before the program runs (``--ulimit``)."""
+
+    resource: int  # RLIMIT_* number
+    soft: int
+    hard: int
+
+
+@record(frozen=True)
 class ProcessSpec:
     """The program to run: ``args[0]`` is looked up in the container's ``$PATH``.
 
@@ -156,6 +175,8 @@ class ProcessSpec:
     user: str = ""
     tty: bool = False
     stdin: bool = False
+    groups: tuple[str, ...] = ()  # --group-add: names (from the container's /etc/group) or gids
+    rlimits: tuple[Rlimit, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.args:
@@ -199,7 +220,7 @@ class ContainerSpec:
     network: str = "none"
     mounts: tuple[Mount, ...] = ()
     capabilities: tuple[str, ...] = DEFAULT_CAPS
-    no_new_privs: bool = True
+    no_new_privs: bool = False
     masked_paths: tuple[str, ...] = DEFAULT_MASKED
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY
     init: Path | None = None
@@ -207,6 +228,13 @@ class ContainerSpec:
     # A network namespace to join (a bind-mounted nsfs file or /proc/PID/ns/net)
     # instead of a new empty one; ``network`` must then be "none".
     netns: str | None = None
+    seccomp: Profile | None = DEFAULT_SECCOMP  # None: unconfined
+    device_rules: tuple[DeviceRule, ...] = DEFAULT_RULES  # the cgroup's allowlist, in order
+    devices: tuple[Device, ...] = ()  # nodes made in the container besides the default ones
+    readonly_rootfs: bool = False
+    sysctls: tuple[tuple[str, str], ...] = ()  # written under /proc/sys before it is made read-only
+    shm_size: int = DEFAULT_SHM_SIZE
+    writable_sysfs: bool = False  # --privileged: /sys read-write
 
     def __post_init__(self) -> None:
         if self.network not in NETWORK_MODES:
@@ -225,6 +253,14 @@ class ContainerSpec:
                 raise UsageError(f"unknown capability {cap!r}") from None
         for path in (*self.masked_paths, *self.readonly_paths):
             _check_container_path(path, "masked or read-only path")
+        for device in self.devices:
+            _check_container_path(device.path, "device path")
+        for key, value in self.sysctls:
+            if not all(part and part not in (".", "..") for part in key.split(".")) \
+                    or "/" in key or "\0" in key or "\0" in value:
+                raise UsageError(f"invalid sysctl {key!r}")
+        if self.shm_size <= 0:
+            raise UsageError(f"invalid shm size {self.shm_size}: it must be positive")
         if self.init is not None and not Path(self.init).is_absolute():
             raise UsageError(f"invalid init {self.init}: the path must be absolute")
 

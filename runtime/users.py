@@ -145,8 +145,12 @@ def _numeric(value: str, what: str) -> int | None:
     return number
 
 
-def resolve(spec: str, passwd: str | None, group: str | None) -> ExecUser:
-    """Interpret ``spec`` against the text of passwd and group files (None: the file is missing)."""
+def resolve(spec: str, passwd: str | None, group: str | None, extra_groups: tuple[str, ...] = ()) -> ExecUser:
+    """Interpret ``spec`` against the text of passwd and group files (None: the file is missing).
+
+    ``extra_groups`` (``--group-add``) are group names or gids added to the
+    supplementary groups; a name must exist in the group file.
+    """
     user_arg, _, group_arg = spec.strip().partition(":")
     if not user_arg:
         user_arg = "0"
@@ -177,10 +181,19 @@ def resolve(spec: str, passwd: str | None, group: str | None) -> ExecUser:
             raise UserNotFound(f"unable to find group {group_arg}: no matching entries in group file")
     elif name:
         sgids = tuple(g.gid for g in groups if name in g.members)
+    for extra in extra_groups:
+        gid_num = _numeric(extra, "group")
+        if gid_num is None:
+            found = next((g for g in groups if g.name == extra), None)
+            if found is None:
+                raise UserNotFound(f"unable to find group {extra}: no matching entries in group file")
+            gid_num = found.gid
+        if gid_num not in sgids:
+            sgids += (gid_num,)
     return ExecUser(uid, gid, sgids, home, name)
 
 
-def lookup(spec: str, root: str = "/") -> ExecUser:
+def lookup(spec: str, root: str = "/", groups: tuple[str, ...] = ()) -> ExecUser:
     """Resolve ``spec`` against ``root``/etc/passwd and ``root``/etc/group.
 
     In the container (after pivot_root) ``root`` is ``/`` and the lookup is
@@ -191,7 +204,7 @@ def lookup(spec: str, root: str = "/") -> ExecUser:
         passwd_path, group_path = "/etc/passwd", "/etc/group"
     else:
         passwd_path, group_path = secure_join(root, "/etc/passwd"), secure_join(root, "/etc/group")
-    return resolve(spec, read_bounded(passwd_path), read_bounded(group_path))
+    return resolve(spec, read_bounded(passwd_path), read_bounded(group_path), groups)
 
 
 def home_env(env: tuple[str, ...], home: str) -> tuple[str, ...]:

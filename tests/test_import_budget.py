@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tests.conftest import Cli
 
-# Measured 2026-12-03 after the pybuild/cli + pybuild/linux move: 150 modules, 34 of them pybuild's.
-RUN_PATH_MODULE_BUDGET = 160
+# Measured 2026-12-03 after the pybuild/cli + pybuild/linux move: 150 modules, 34 of them pybuild's;
+# then 165 with isolation (runtime.seccomp, .devices, .security and _sha256 for the compiled-filter cache).
+RUN_PATH_MODULE_BUDGET = 170
 
 NEVER_ON_THE_RUN_PATH = (
     "pybuild.builder", "pybuild.registry", "pybuild.cli.build", "pybuild.cli.registry", "pybuild.cli.images",

@@ -58,7 +58,10 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
         limits=Limits(memory=memory, memory_swap=swap, cpus=kw["cpus"], cpu_shares=kw["cpu_shares"],
                       pids=kw["pids_limit"]), init=kw["init"],
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"], auto_remove=kw.get("rm", False),
-        labels=labels)
+        labels=labels, mounts=list(kw["mount"]), cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
+        privileged=kw["privileged"], read_only=kw["read_only"], security_opt=list(kw["security_opt"]),
+        devices=list(kw["device"]), ulimits=list(kw["ulimit"]), sysctls=list(kw["sysctl"]),
+        shm_size=_memory(kw["shm_size"]), group_add=list(kw["group_add"]))
 
 
 def container_options(f: Any) -> Any:
@@ -80,6 +83,21 @@ def container_options(f: Any) -> Any:
         option("--add-host", multiple=True, help="An /etc/hosts entry: NAME:IP (IP may be host-gateway)."),
         option("-v", "--volume", multiple=True, help="Bind mount or volume: SRC:DEST[:ro], or DEST."),
         option("--tmpfs", multiple=True, help="Mount a tmpfs: DEST[:options]."),
+        option("--mount", multiple=True,
+               help="Mount: type=bind|volume|tmpfs,source=SRC,target=DEST[,readonly][,bind-propagation=P]"
+                    "[,tmpfs-size=N][,tmpfs-mode=M]."),
+        option("--cap-add", multiple=True, help="Add a Linux capability (NET_ADMIN, CAP_SYS_TIME, ALL)."),
+        option("--cap-drop", multiple=True, help="Drop a Linux capability (or ALL)."),
+        option("--privileged", is_flag=True,
+               help="Every capability and host device, no seccomp, no masked or read-only paths."),
+        option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only."),
+        option("--security-opt", multiple=True,
+               help="seccomp=PROFILE.json|unconfined, no-new-privileges[=true|false], systempaths=unconfined."),
+        option("--device", multiple=True, help="Add a host device: HOST[:CONTAINER[:PERMS]] (PERMS of rwm)."),
+        option("--ulimit", multiple=True, help="A resource limit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048)."),
+        option("--sysctl", multiple=True, help="A namespaced kernel parameter: NAME=VALUE."),
+        option("--shm-size", help="Size of /dev/shm (e.g. 128m; default 64m)."),
+        option("--group-add", multiple=True, help="An additional group (name or gid) to run as."),
         option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
         option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
         option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
@@ -108,8 +126,8 @@ def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach:
     from pybuild.runtime.run import oom_message
 
     rt = _runtime(settings)
-    opts = _run_options(image, command, **kw)
-    config = rt.create(opts)
+    with _create_error():
+        config = rt.create(_run_options(image, command, **kw))
     if detach:
         rt.start_detached(config)
         echo(config.id)
@@ -127,8 +145,20 @@ def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach:
 @pass_settings
 def create_cmd(settings: Settings, /, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
-    config = _runtime(settings).create(_run_options(image, command, **kw))
+    with _create_error():
+        config = _runtime(settings).create(_run_options(image, command, **kw))
     echo(config.id)
+
+
+@contextlib.contextmanager
+def _create_error() -> Any:
+    """A container that cannot be created exits 125, as ``docker run``/``create`` do (not 1)."""
+    try:
+        yield
+    except PybuildError as exc:
+        if exc.exit_code == 1:
+            exc.exit_code = 125
+        raise
 
 
 @command("start")
@@ -419,7 +449,8 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                        "ExtraHosts": list(config.add_hosts) or None,
                        "AutoRemove": config.auto_remove, "Init": config.init,
                        "Binds": [f"{m.source}:{m.target}" + (":ro" if m.readonly else "")
-                                 for m in config.mounts if m.kind == "bind"]},
+                                 for m in config.mounts if m.kind == "bind"],
+                       **_security_doc(config)},
         "Mounts": [{"Type": m.kind, "Source": m.source if m.kind != "volume" else
                     str(rt.volumes.data_dir(m.source)), "Name": m.source if m.kind == "volume" else "",
                     "Destination": m.target, "RW": not m.readonly} for m in config.mounts],
@@ -431,6 +462,28 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                    "StopTimeout": config.stop_timeout, "Labels": dict(config.labels)},
         "GraphDriver": {"Name": "overlay2", "Data": graph},
         "NetworkSettings": network_settings_doc(rt, config),
+    }
+
+
+def _security_doc(config: Any) -> dict[str, Any]:
+    """The security part of HostConfig, as Docker names it."""
+    from pybuild.runtime.security import parse_ulimit, ulimit_doc
+    from pybuild.runtime.spec import DEFAULT_SHM_SIZE
+
+    devices = []
+    for text in config.devices:
+        parts = text.split(":")
+        host = parts[0]
+        inside = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
+        perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
+        devices.append({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms})
+    return {
+        "CapAdd": list(config.cap_add) or None, "CapDrop": list(config.cap_drop) or None,
+        "Privileged": config.privileged, "ReadonlyRootfs": config.read_only,
+        "SecurityOpt": list(config.security_opt) or None, "Devices": devices,
+        "Ulimits": [ulimit_doc(parse_ulimit(u)) for u in config.ulimits] or None,
+        "Sysctls": dict(config.sysctls) or None, "ShmSize": config.shm_size or DEFAULT_SHM_SIZE,
+        "GroupAdd": list(config.group_add) or None,
     }
 
 

@@ -350,7 +350,8 @@ def test_root_capabilities_are_dockers(box: Box) -> None:
     assert status["CapBnd"] == DOCKER_CAPS
     assert status["CapAmb"] == "0000000000000000"
     assert status["CapInh"] == "0000000000000000"
-    assert status["NoNewPrivs"] == "1"
+    assert status["NoNewPrivs"] == "0"  # Docker's default
+    assert status["Seccomp"] == "2"
     default_caps = next(f.default for f in records.fields(ContainerSpec) if f.name == "capabilities")
     assert syscalls.caps_mask(default_caps) == int(DOCKER_CAPS, 16)
 
@@ -362,7 +363,8 @@ def test_nobody_has_no_effective_capabilities(box: Box) -> None:
     assert status["CapEff"] == "0000000000000000"
     assert status["CapPrm"] == "0000000000000000"
     assert status["CapBnd"] == DOCKER_CAPS
-    assert status["NoNewPrivs"] == "1"
+    assert status["NoNewPrivs"] == "0"
+    assert status["Seccomp"] == "2"
     assert "HOME=/nonexistent" in out
 
 
