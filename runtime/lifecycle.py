@@ -158,11 +158,7 @@ class Runtime:
         with _start_error():
             network, ports, dns_servers, add_hosts = self._plan_network(opts)
         mounts = self._plan_mounts(opts, cfg.volumes)
-        checked = security.isolation(
-            cap_add=opts.cap_add, cap_drop=opts.cap_drop, privileged=opts.privileged, read_only=opts.read_only,
-            security_opt=opts.security_opt, devices=opts.devices, ulimits=opts.ulimits, sysctls=opts.sysctls,
-            shm_size=opts.shm_size, group_add=opts.group_add, host_network=network == "host")
-        sec = security.parse_security_opts(opts.security_opt)
+        sec = security.parse_security_opts(opts.security_opt)  # a profile file is read here, once
         config = ContainerConfig(
             id=cid, name=opts.name or self.containers.unique_name(), image=opts.image, image_id=image.id,
             manifest=image.manifest_digest, created=now_iso(), args=args, env=env,
@@ -175,8 +171,10 @@ class Runtime:
             cap_add=tuple(security.normalize_capability(c) for c in opts.cap_add),
             cap_drop=tuple(security.normalize_capability(c) for c in opts.cap_drop),
             privileged=opts.privileged, read_only=opts.read_only, security_opt=tuple(sec.as_docker_list()),
-            devices=tuple(opts.devices), ulimits=tuple(opts.ulimits), sysctls=dict(checked.sysctls),
+            devices=tuple(opts.devices), ulimits=tuple(opts.ulimits),
+            sysctls=dict(security.parse_sysctls(opts.sysctls, network == "host")),
             shm_size=opts.shm_size, group_add=tuple(opts.group_add))
+        self.isolation(config)  # the rest of the security options checked before anything is written
         if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
             raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         ProcessSpec(args=args, env=env, cwd=config.cwd if config.cwd.startswith("/") else "/")  # validate early
