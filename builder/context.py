@@ -143,10 +143,53 @@ class SourceTree:
                     except OSError:
                         st = None
                 if st is not None and stat.S_ISDIR(st.st_mode):
-                    result = any(True for _ in self.children(rel))
+                    result = self._anything_visible_below(rel)
         if st is None or stat.S_ISDIR(st.st_mode):
             self._visible[rel] = result  # files are asked about once per walk: not worth keeping
         return result
+
+    def _anything_visible_below(self, rel: str) -> bool:
+        """Whether an excluded directory holds a path an exception (``!pattern``) brings back.
+
+        Depth first with an explicit stack (not through :meth:`visible`, which would recurse once per
+        level); the directories it settles are remembered as :meth:`visible` would, so a walk that asks
+        again level by level costs nothing more.
+        """
+        assert self.matcher is not None
+        stack: list[tuple[str, Iterator[str]]] = []
+        directory: str | None = rel
+        while True:
+            if directory is not None:  # look at a directory's entries: one visible, or the dirs to search
+                try:
+                    with os.scandir(self.host_path(directory)) as it:
+                        entries = sorted(it, key=lambda e: e.name)
+                except (FileNotFoundError, NotADirectoryError):
+                    entries = []
+                below: list[str] = []
+                for entry in entries:
+                    child = _join(directory, entry.name)
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    cached = self._visible.get(child)
+                    if cached is not None:
+                        if not cached:
+                            continue
+                    elif self.matcher.decide(self._match_info(child, st)):
+                        if stat.S_ISDIR(st.st_mode) and self.matcher.needs_walk(child):
+                            below.append(child)
+                        continue
+                    for settled, _ in stack:  # found: every directory on the way holds it
+                        self._visible[settled] = True
+                    self._visible[directory] = True
+                    return True
+                stack.append((directory, iter(below)))
+            if not stack:
+                return False
+            directory = next(stack[-1][1], None)
+            if directory is None:
+                self._visible[stack.pop()[0]] = False  # searched through: nothing in it comes back
 
     def _match_info(self, rel: str, st: os.stat_result | None = None) -> tuple[bool, ...]:
         """The matcher's per-pattern info for ``rel``, built from its parent's (directories' are kept)."""
@@ -156,8 +199,17 @@ class SourceTree:
         cached = self._infos.get(rel)
         if cached is not None:
             return cached
+        # the nearest ancestor already known, then down from it (iteratively: a path may be deep)
+        missing: list[str] = []
         parent = rel.rpartition("/")[0] or "."
-        info = self.matcher.info(rel, self._match_info(parent))
+        while parent != "." and parent not in self._infos:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0] or "."
+        info = self.matcher.root_info() if parent == "." else self._infos[parent]
+        for ancestor in reversed(missing):
+            info = self.matcher.info(ancestor, info)
+            self._infos[ancestor] = info
+        info = self.matcher.info(rel, info)
         if st is None or stat.S_ISDIR(st.st_mode):
             self._infos[rel] = info
         return info
@@ -497,42 +549,62 @@ def walk_selection(tree: SourceTree, sel: Selection, excludes: Matcher | None = 
     if not root.is_dir:
         return out
     include = sel.include
-
-    def visit(real_dir: str, rel_dir: str, full: bool) -> bool:
-        added = False
-        for child_real, entry in tree.children(real_dir):
-            rel = entry.name if rel_dir == "." else f"{rel_dir}/{entry.name}"
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
+    # Iterative (a stack of directories being listed), so no depth of tree can exhaust Python's stack.
+    stack = [_Visit(tree.children(sel.source.real), ".", include is None, 0, False)]
+    while stack:
+        top = stack[-1]
+        nxt = next(top.children, None)
+        if nxt is None:
+            stack.pop()
+            if stack:
+                if top.conditional and not top.added:
+                    del out[top.index:]  # a directory kept only for what might be below it, and nothing was
+                else:
+                    stack[-1].added = True
+            continue
+        child_real, entry = nxt
+        rel = entry.name if top.rel == "." else f"{top.rel}/{entry.name}"
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        conditional = False
+        child_full = top.full
+        if not top.full and include is not None:
+            if include.matches(rel):
+                child_full = True
+            elif is_dir and include.could_match_below(rel):
+                conditional = True
+            else:
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            conditional = False
-            child_full = full
-            if not full and include is not None:
-                if include.matches(rel):
-                    child_full = True
-                elif is_dir and include.could_match_below(rel):
-                    conditional = True
-                else:
-                    continue
-            if excludes is not None and excludes.matches(rel):
-                if is_dir and excludes.needs_walk(rel):
-                    conditional = True
-                else:
-                    continue
-            index = len(out)
-            out.append(Entry(rel, tree.host_path(child_real), st))
-            if is_dir:
-                got = visit(child_real, rel, child_full)
-                if conditional and not got:
-                    del out[index:]
-                    continue
-            added = True
-        return added
-
-    visit(sel.source.real, ".", include is None)
+        if excludes is not None and excludes.matches(rel):
+            if is_dir and excludes.needs_walk(rel):
+                conditional = True
+            else:
+                continue
+        index = len(out)
+        out.append(Entry(rel, tree.host_path(child_real), st))
+        if is_dir:
+            stack.append(_Visit(tree.children(child_real), rel, child_full, index, conditional))
+            continue
+        top.added = True
     return out
+
+
+class _Visit:
+    """A directory :func:`walk_selection` is listing: its children still to see, and whether any was kept."""
+
+    __slots__ = ("children", "rel", "full", "index", "conditional", "added")
+
+    def __init__(self, children: Iterator[tuple[str, os.DirEntry[str]]], rel: str, full: bool, index: int,
+                 conditional: bool) -> None:
+        self.children = children
+        self.rel = rel
+        self.full = full
+        self.index = index  # of its own entry in the output
+        self.conditional = conditional  # dropped unless something below it is kept
+        self.added = False
 
 
 class _Prepended:

@@ -89,6 +89,10 @@ class TooManyLayers(LayerError):
     """The layer chain is deeper than overlayfs can mount."""
 
 
+class LayerTooLarge(LayerError):
+    """A layer tar expands past the limit set for applying one (``PYBUILD_MAX_LAYER_SIZE``)."""
+
+
 class ArchiveError(PybuildError):
     """An image archive (docker-save, OCI layout) is malformed."""
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pybuild.errors import LayerError, LayerNotFound, MountError, TooManyLayers
 from pybuild.linux import mount as _mount
-from pybuild.linux.fsutil import fsync_dir, remove_tree
+from pybuild.linux.fsutil import FILE, fsync_dir, remove_tree, walk
 from pybuild.records import record
 
 from . import digest as _digest
@@ -230,14 +230,18 @@ class LayerStore:
 
     def commit(self, snap: Snapshot, diff_id: str) -> Layer:
         """Record ``snap`` as the layer with ``diff_id``; an identical existing layer wins."""
-        _digest.validate(diff_id)
-        parent_chain = snap.parent.chain_id if snap.parent else None
-        chain = diff_id if parent_chain is None else _digest.of_bytes(f"{parent_chain} {diff_id}".encode())
-        size = _tree_size(snap.diff_dir)
-        # work/ and merged/ of a committed layer are only needed to mount it as an upper.
-        for name in ("work", "merged"):
-            with contextlib.suppress(OSError):
-                remove_tree(snap.path / name)
+        try:  # a commit that fails leaves nothing behind (the snapshot goes)
+            _digest.validate(diff_id)
+            parent_chain = snap.parent.chain_id if snap.parent else None
+            chain = diff_id if parent_chain is None else _digest.of_bytes(f"{parent_chain} {diff_id}".encode())
+            size = _tree_size(snap.diff_dir)
+            # work/ and merged/ of a committed layer are only needed to mount it as an upper.
+            for name in ("work", "merged"):
+                with contextlib.suppress(OSError):
+                    remove_tree(snap.path / name)
+        except BaseException:
+            self.discard(snap)
+            raise
         entry = self._entry(chain)
         if entry.is_dir():
             self.discard(snap)
@@ -272,7 +276,7 @@ class LayerStore:
 
     def register(self, stream: BinaryIO, parent: str | None, expected_diff_id: str | None = None) -> Layer:
         """Apply a (possibly compressed) layer tar over ``parent`` and commit it."""
-        from .layertar import apply_layer
+        from .layertar import apply_layer, max_layer_size
 
         if expected_diff_id is not None and parent is not None:
             known = _digest.of_bytes(f"{parent} {expected_diff_id}".encode())
@@ -280,9 +284,10 @@ class LayerStore:
                 return self.get(known)
         elif expected_diff_id is not None and self.exists(expected_diff_id):
             return self.get(expected_diff_id)
+        limit = max_layer_size()
         snap = self.create(parent)
         try:
-            applied = apply_layer(stream, snap.diff_dir, expected_diff_id=expected_diff_id)
+            applied = apply_layer(stream, snap.diff_dir, expected_diff_id=expected_diff_id, max_size=limit)
         except BaseException:
             self.discard(snap)
             raise
@@ -493,9 +498,5 @@ class LayerStore:
 
 
 def _tree_size(path: Path) -> int:
-    total = 0
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
+    """The bytes of everything but directories below ``path`` (iterative: any depth)."""
+    return sum(entry.st.st_size for event, entry in walk(path, sort=False) if event == FILE)

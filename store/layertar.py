@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pybuild.errors import DigestMismatch, LayerError, UnsafeLayerError
+from pybuild.errors import DigestMismatch, LayerError, LayerTooLarge, UnsafeLayerError, UsageError
 from pybuild.linux import safefs as _safefs
-from pybuild.linux.fsutil import ENTER, LEAVE, WalkEntry, walk
+from pybuild.linux.fsutil import ENTER, LEAVE, walk
 from pybuild.records import record
 
 from . import digest as _digest
@@ -37,8 +37,9 @@ from . import tarformat as _tf
 from . import tarstream as _stream
 from . import whiteouts as _wh
 from .compression import Compression, open_compressor, open_decompressed
+from .units import parse_size
 
-__all__ = ["AppliedLayer", "LayerBlob", "apply_layer", "write_layer"]
+__all__ = ["AppliedLayer", "LayerBlob", "apply_layer", "max_layer_size", "write_layer"]
 
 # never recorded in a layer: labels of the host's security policy
 _SKIP_XATTRS_ON_WRITE = ("security.selinux",)
@@ -85,7 +86,7 @@ def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None) -> None:
     the tar hold something from outside it."""
     links: dict[tuple[int, int], bytes] = {}
     open_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    entry: WalkEntry | None = None
+    rel = b""  # the entry being archived (an error names it): WalkEntry.rel is valid during its event only
     try:
         for event, entry in walk(root or b"/"):
             if event == LEAVE:
@@ -149,7 +150,7 @@ def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None) -> None:
             else:
                 raise LayerError(f"{_tf.show_name(rel)}: unsupported file type {fmt:o}")
     except OSError as exc:
-        where = _tf.show_name(os.path.join(root, entry.rel)) if entry is not None else _tf.show_name(root)
+        where = _tf.show_name(os.path.join(root, rel) if rel else root)
         raise LayerError(f"cannot archive {where}: {exc.strerror or exc}") from exc
 
 
@@ -204,6 +205,28 @@ def write_layer(
 
 # =========================================================================== applying
 
+MAX_LAYER_SIZE_ENV = "PYBUILD_MAX_LAYER_SIZE"
+
+
+def max_layer_size() -> int | None:
+    """What a layer applied from a tar may expand to (``PYBUILD_MAX_LAYER_SIZE``); None (unset or 0): no limit."""
+    raw = os.environ.get(MAX_LAYER_SIZE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = parse_size(raw)
+    except ValueError:
+        raise UsageError(f"invalid {MAX_LAYER_SIZE_ENV} {raw!r}",
+                         "a size such as 10g, 500m or a number of bytes; 0 for no limit") from None
+    return value or None
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
 
 def _clean(name: bytes, shown: bytes) -> tuple[bytes, ...]:
     """Path components of a tar name, relative to the layer root.
@@ -214,6 +237,12 @@ def _clean(name: bytes, shown: bytes) -> tuple[bytes, ...]:
     """
     if b"\0" in name:
         raise UnsafeLayerError(f'layer entry "{_tf.show_name(shown)}": name contains a NUL byte')
+    inner = name.strip(b"/")
+    if not inner:
+        return ()
+    framed = b"/" + inner + b"/"
+    if b"//" not in framed and b"/./" not in framed and b"/../" not in framed:
+        return tuple(inner.split(b"/"))  # the usual name, split at C speed (names of deep trees are long)
     parts: list[bytes] = []
     for comp in name.split(b"/"):
         if not comp or comp == b".":
@@ -250,9 +279,10 @@ class _Applier:
         self.dirs = _safefs.DirChain(root_fd)
         self.root_fd = root_fd
         self.is_root = os.geteuid() == 0
-        # (path, mtime, mode to set at the end or None): directory metadata that
-        # must wait until nothing more is written into the directory.
-        self.dir_times: list[tuple[tuple[bytes, ...], int, int | None]] = []
+        # (entry name, mtime, mode to set at the end or None): directory metadata that
+        # must wait until nothing more is written into the directory. The name, not its
+        # components, is kept: what a deep tree's entries cost then stays the size of its tar.
+        self.dir_times: list[tuple[bytes, int, int | None]] = []
 
     def parent(self, parts: tuple[bytes, ...], shown: bytes, create: bool = True) -> int:
         """The descriptor of directory ``parts`` (made when missing with ``create``) for entry ``shown``."""
@@ -289,7 +319,7 @@ class _Applier:
         finally:
             os.close(fd)
 
-    def directory(self, parent: tuple[bytes, ...], pfd: int, leaf: bytes, e: _tf.TarEntry) -> None:
+    def directory(self, pfd: int, leaf: bytes, e: _tf.TarEntry) -> None:
         try:
             os.mkdir(leaf, 0o700, dir_fd=pfd)
         except FileExistsError:
@@ -311,7 +341,7 @@ class _Applier:
             raise
         # The next entries are most likely inside this directory: keep its fd.
         self.dirs.push(leaf, fd)
-        self.dir_times.append((parent + (leaf,), e.mtime_ns, late_mode))
+        self.dir_times.append((e.name, e.mtime_ns, late_mode))
 
     def symlink(self, pfd: int, leaf: bytes, e: _tf.TarEntry) -> None:
         if not e.linkname or b"\0" in e.linkname:
@@ -396,9 +426,10 @@ class _Applier:
 
     def finish(self) -> None:
         """Set directory mtimes (and late modes), children before their parents."""
-        for parts, mtime_ns, late_mode in reversed(self.dir_times):
+        for name, mtime_ns, late_mode in reversed(self.dir_times):
+            parts = _clean(name, name)
             try:
-                pfd = self.parent(parts[:-1], b"/".join(parts), create=False)
+                pfd = self.parent(parts[:-1], name, create=False)
                 if late_mode is None:
                     os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=pfd,
                              follow_symlinks=False)
@@ -439,7 +470,7 @@ def _apply_entry(ap: _Applier, rd: _stream.TarReader, e: _tf.TarEntry, size: int
         ap.regular(pfd, leaf, rd, size, e)
         return size
     if t == _tf.DIRTYPE:
-        ap.directory(parent, pfd, leaf, e)
+        ap.directory(pfd, leaf, e)
     elif t == _tf.SYMTYPE:
         ap.symlink(pfd, leaf, e)
     elif t == _tf.LNKTYPE:
@@ -458,6 +489,7 @@ def apply_layer(
     *,
     expected_diff_id: str | None = None,
     whiteouts: bool = True,
+    max_size: int | None = None,
 ) -> AppliedLayer:
     """Extract a (possibly compressed) layer tar into ``target_dir``, in overlay form.
 
@@ -470,6 +502,9 @@ def apply_layer(
     With ``whiteouts=False`` (a plain archive: ADD, a tar build context) no
     name is special: ``.wh.*`` entries are created as the files they are.
     ``trusted.overlay.*`` xattrs are refused either way.
+
+    With ``max_size`` a tar stream (the bytes the decompressor yields) longer
+    than that is refused with LayerTooLarge before more of it is written.
     """
     if expected_diff_id is not None:
         _digest.validate(expected_diff_id)
@@ -479,7 +514,7 @@ def apply_layer(
         raise LayerError(f"cannot apply layer into {target_dir}: {exc.strerror or exc}") from exc
     reader = open_decompressed(stream)
     plain = getattr(reader, "compression", None) is Compression.NONE
-    src = _stream.Prefetch(reader, hash_in_thread=plain)
+    src = _stream.Prefetch(reader, hash_in_thread=plain, limit=max_size)
     ap = _Applier(root_fd)
     entries = 0
     try:
@@ -495,6 +530,11 @@ def apply_layer(
             entries += 1
         rd.drain()  # hash everything, including what follows the end marker
         ap.finish()
+    except LayerTooLarge:
+        assert max_size is not None
+        shown = f"layer {expected_diff_id}" if expected_diff_id else "the layer"
+        raise LayerTooLarge(f"{shown} is larger than {MAX_LAYER_SIZE_ENV} ({_human(max_size)}) uncompressed",
+                            "refused, nothing of it kept; raise the limit if the layer is genuine") from None
     finally:
         ap.dirs.close()
         src.close()

@@ -16,7 +16,7 @@ import queue
 import threading
 from typing import Any, BinaryIO
 
-from pybuild.errors import LayerError
+from pybuild.errors import LayerError, LayerTooLarge
 
 from . import tarformat
 from .compression import Compressor
@@ -155,11 +155,13 @@ class Prefetch:
 
     _EOF = object()
 
-    def __init__(self, reader: BinaryIO, hash_in_thread: bool) -> None:
+    def __init__(self, reader: BinaryIO, hash_in_thread: bool, limit: int | None = None) -> None:
         self._reader = reader
         self._hash_in_thread = hash_in_thread
         self._hash = hashlib.sha256()
         self.size = 0
+        # bytes of the (decompressed) stream it may yield: more is LayerTooLarge, before the chunk is handed out
+        self.limit = limit
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
         self._stop = threading.Event()
         self._done = False
@@ -205,6 +207,9 @@ class Prefetch:
         if not self._hash_in_thread:
             self._hash.update(item)
         self.size += len(item)
+        if self.limit is not None and self.size > self.limit:
+            self._done = True
+            raise LayerTooLarge(f"the layer tar expands past {self.limit} bytes")
         return item  # type: ignore[no-any-return]
 
     def digest(self) -> str:

@@ -90,18 +90,28 @@ class WalkEntry:
 
     ``fd`` is the directory's own descriptor for ENTER (-1 otherwise); ``st``
     is its lstat (for a directory, the fstat of ``fd``); ``rel`` is its path
-    below the root, ``/``-separated, without a leading ``/``.
+    below the root, ``/``-separated, without a leading ``/``, made when asked
+    for (during the event: the walk keeps one list of the components above
+    it, so a deep tree costs memory in proportion to its depth, not its square).
     """
 
-    __slots__ = ("parent_fd", "name", "rel", "st", "fd", "skip")
+    __slots__ = ("parent_fd", "name", "st", "fd", "skip", "_above", "_depth")
 
-    def __init__(self, parent_fd: int, name: bytes, rel: bytes, st: os.stat_result, fd: int = -1) -> None:
+    def __init__(self, parent_fd: int, name: bytes, above: list[bytes], depth: int, st: os.stat_result,
+                 fd: int = -1) -> None:
         self.parent_fd = parent_fd
         self.name = name
-        self.rel = rel
+        self._above = above  # the walk's components of the current directory; the first `depth` are this entry's
+        self._depth = depth
         self.st = st
         self.fd = fd
         self.skip = False  # set during ENTER: do not descend into this directory
+
+    @property
+    def rel(self) -> bytes:
+        if not self._depth:
+            return self.name
+        return b"/".join(self._above[:self._depth]) + b"/" + self.name
 
     @property
     def proc_path(self) -> bytes:
@@ -109,15 +119,19 @@ class WalkEntry:
         return b"/proc/self/fd/%d/%s" % (self.parent_fd, self.name)
 
 
-def _names(fd: int, sort: bool) -> list[bytes]:
-    names = [os.fsencode(n) for n in os.listdir(fd)]
+def _names(fd: int, sort: bool, dirs_only: bool = False) -> list[bytes]:
+    if dirs_only:  # typed by the directory entries (d_type): the other entries cost no stat
+        with os.scandir(fd) as it:
+            names = [os.fsencode(e.name) for e in it if e.is_dir(follow_symlinks=False)]
+    else:
+        names = [os.fsencode(n) for n in os.listdir(fd)]
     if sort:
         names.sort()
     return names
 
 
 def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_searchable: bool = False,
-         dir_fd: int | None = None) -> Iterator[tuple[int, WalkEntry]]:
+         dir_fd: int | None = None, dirs_only: bool = False) -> Iterator[tuple[int, WalkEntry]]:
     """Every entry below ``root``, depth first (pre-order, names sorted as bytes when ``sort``).
 
     Yields ``(ENTER, e)`` for a directory before its entries and ``(LEAVE, e)``
@@ -130,23 +144,26 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_search
     ``root`` itself is opened normally (the caller chose it), relative to
     ``dir_fd`` when given (then without following a final link). With
     ``make_searchable`` a directory the walk may not enter is given u+rwx
-    first (for removing a tree, never for reading one).
+    first (for removing a tree, never for reading one). With ``dirs_only``
+    only directories are met (no FILE events, and no stat of the rest).
     """
     if dir_fd is None:
         cur = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     else:
         cur = os.open(root, DIR_FLAGS, dir_fd=dir_fd)
+    above: list[bytes] = []  # the components of the directory being listed, below the root
     try:
         top = os.fstat(cur)
-        frames: list[tuple[tuple[int, int], bytes, Iterator[bytes], WalkEntry | None]] = [
-            ((top.st_dev, top.st_ino), b"", iter(_names(cur, sort)), None)]
+        frames: list[tuple[tuple[int, int], Iterator[bytes], WalkEntry | None]] = [
+            ((top.st_dev, top.st_ino), iter(_names(cur, sort, dirs_only)), None)]
         while frames:
-            ident, reldir, names, dir_entry = frames[-1]
+            ident, names, dir_entry = frames[-1]
             name = next(names, None)
             if name is None:
                 frames.pop()
                 if dir_entry is None:
                     break
+                above.pop()
                 parent_ident = frames[-1][0]
                 up = os.open(b"..", DIR_FLAGS, dir_fd=cur)
                 ust = os.fstat(up)
@@ -162,7 +179,7 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_search
                 st = os.stat(name, dir_fd=cur, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            entry = WalkEntry(cur, name, reldir + name, st)
+            entry = WalkEntry(cur, name, above, len(above), st)
             if not stat.S_ISDIR(st.st_mode):
                 yield FILE, entry
                 continue
@@ -193,7 +210,7 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_search
                 yield ENTER, entry
                 if entry.skip:
                     continue
-                listing = _names(child, sort)
+                listing = _names(child, sort, dirs_only)
             except BaseException:
                 os.close(child)
                 raise
@@ -202,7 +219,8 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_search
                 continue
             os.close(cur)
             cur = child
-            frames.append(((entry.st.st_dev, entry.st.st_ino), entry.rel + b"/", iter(listing), entry))
+            above.append(name)
+            frames.append(((entry.st.st_dev, entry.st.st_ino), iter(listing), entry))
     finally:
         os.close(cur)
 

@@ -157,36 +157,83 @@ class DirChain:
     from it never points outside the root; after :meth:`parent` the chain is
     exactly the requested directory, so a leaf created or removed in it is
     never a descriptor the chain holds.
+
+    However deep the chain, it holds at most :attr:`MAX_OPEN` descriptors:
+    the first :attr:`KEEP_TOP` levels and the deepest ones. A level closed
+    on the way is reopened by name from the nearest open ancestor when the
+    chain climbs back to it (its directories are the chain's own, never
+    replaced while it holds them), a window of levels at a time.
     """
+
+    KEEP_TOP = 16
+    MAX_OPEN = 256
 
     def __init__(self, root_fd: int) -> None:
         self.root = root_fd
         self.names: list[bytes] = []
-        self.fds: list[int] = []
+        self.fds: list[int] = []  # -1: closed to stay under MAX_OPEN, reopened when needed
+        self._open = 0
+        self._low = self.KEEP_TOP  # no open descriptor between KEEP_TOP and this level
 
     def parent(self, parts: tuple[bytes, ...], create: bool = True) -> int:
         names = self.names
-        n = 0
         limit = min(len(names), len(parts))
-        while n < limit and names[n] == parts[n]:
-            n += 1
+        if names[:limit] == list(parts[:limit]):  # the usual case, compared at C speed: same, deeper or higher
+            n = limit
+        else:
+            n = 0
+            while names[n] == parts[n]:
+                n += 1
         self.truncate(n)
-        fd = self.fds[-1] if self.fds else self.root
+        fd = self._last()
         for comp in parts[n:]:
             fd = open_dir_at(fd, comp, create=create)
-            names.append(comp)
-            self.fds.append(fd)
+            self.push(comp, fd)
         return fd
 
     def push(self, name: bytes, fd: int) -> None:
         """Adopt ``fd`` (directory ``name`` in the current chain's last directory) as the chain's end."""
         self.names.append(name)
         self.fds.append(fd)
+        self._open += 1
+        if self._open > self.MAX_OPEN:
+            fds = self.fds
+            low = self._low
+            while fds[low] < 0:
+                low += 1
+            os.close(fds[low])
+            fds[low] = -1
+            self._open -= 1
+            self._low = low + 1
+
+    def _last(self) -> int:
+        """The descriptor of the chain's last directory (the root for an empty chain), reopened if closed."""
+        fds = self.fds
+        if not fds:
+            return self.root
+        if fds[-1] >= 0:
+            return fds[-1]
+        j = len(fds) - 1
+        while j > 0 and fds[j - 1] < 0:
+            j -= 1
+        fd = fds[j - 1] if j else self.root
+        names = self.names[j:]
+        del self.names[j:], self.fds[j:]
+        self._low = min(self._low, max(j, self.KEEP_TOP))
+        for comp in names:
+            fd = open_dir_at(fd, comp)
+            self.push(comp, fd)
+        return fd
 
     def truncate(self, n: int) -> None:
-        while len(self.fds) > n:
+        fds = self.fds
+        while len(fds) > n:
             self.names.pop()
-            os.close(self.fds.pop())
+            fd = fds.pop()
+            if fd >= 0:
+                os.close(fd)
+                self._open -= 1
+        self._low = min(self._low, max(n, self.KEEP_TOP))
 
     def close(self) -> None:
         self.truncate(0)
