@@ -758,6 +758,23 @@ def copy_sources(
     return writer.summary
 
 
+def copy_entries(entries: Sequence[Entry], into: str | os.PathLike[str], *, preserve_owner: bool = True) -> CopySummary:
+    """Copy a walked directory tree (``entries[0]`` its root, parents before children) into ``into``.
+
+    ``into`` exists; it takes the root's metadata too (a whole-tree copy,
+    not COPY's contents-only rule). Owners are kept unless told otherwise.
+    """
+    target = os.path.realpath(os.fspath(into))
+    writer = _Writer(_Options(target, preserve_owner=preserve_owner))
+    writer.copy_tree(list(entries), target, "/")
+    fd = os.open(target, _DIR_FLAGS)
+    try:
+        writer.apply_meta_fd(fd, entries[0].st, entries[0].host)
+    finally:
+        os.close(fd)
+    return writer.summary
+
+
 def _write_selection(writer: _Writer, tree: SourceTree, sel: Selection, excludes: Matcher | None,
                      dest_abs: str, dest_is_dir: bool, add: bool) -> None:
     src = sel.source

@@ -19,8 +19,6 @@ import contextlib
 import os
 import posixpath
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections import ChainMap
@@ -38,11 +36,12 @@ from pybuild.store.buildcache import CacheRecord, SlotInputs
 from pybuild.store.images import Image, now_iso
 from pybuild.store.layers import Snapshot
 from pybuild.store.model import ContainerConfig, HistoryEntry, ImageConfig, Platform
-from pybuild.store.root import Store
+from pybuild.store.root import ScratchDir, Store
 
-from . import cachekey, imageconfig
+from . import cachekey, entitlements, imageconfig
 from .checksum import ChecksumCache, checksum_sources
 from .context import Context, SourceTree
+from .contextview import ContextView
 from .copy import Download, copy_instruction, download, heredoc_sources, is_url, make_dirs, resolve_chown
 from .imageconfig import ConfigDraft
 from .instructions import (
@@ -85,6 +84,7 @@ class BuildOptions:
     dockerfile_text: str | None = None
     dockerfile_name: str = "Dockerfile"
     limits: Any = None  # runtime.cgroups.Limits for RUN steps (--memory, --cpus, --pids-limit)
+    allow: frozenset[str] = frozenset()  # entitlements the build consents to (--allow): see entitlements.py
 
 
 @record
@@ -122,7 +122,8 @@ class Builder:
         self._running: set[Any] = set()  # container processes, killed on cancel
         self._running_lock = threading.Lock()
         self._pull_lock = threading.Lock()
-        self._scratch: Path | None = None
+        self._scratch: ScratchDir | None = None
+        self._context_view: ContextView | None = None
         self._init_snap: Snapshot | None = None
         self._init_lock = threading.Lock()
         self._network: tuple[Any, Any, str] | None = None  # (NetworkManager, Attachment, endpoint id)
@@ -141,10 +142,14 @@ class Builder:
             text = self.opts.context.read_dockerfile()
         dockerfile = parse_dockerfile(text, filename=self.opts.dockerfile_name)
         self.plan = plan = make_plan(dockerfile, self.opts.build_args, self.opts.target)
+        entitlements.check_plan(plan, self.allowed())  # before anything runs, as BuildKit refuses at solve time
         self._dockerfile_id = _digest.of_bytes(
             f"{self.opts.context.root}\0{self.opts.dockerfile_name}\0{plan.target}".encode())
         with self.store.writing():
-            self._scratch = Path(tempfile.mkdtemp(prefix="build-", dir=self.store.tmp))
+            # owned (a lock file beside it) so that a killed build's dir, secrets and all, is removed
+            # by the next command that opens the store
+            self._scratch = self.store.build_scratch()
+            self._context_view = ContextView(self.opts.context, self._scratch.path)
             try:
                 states = self._run_stages(plan)
                 final = states[plan.target]
@@ -153,6 +158,12 @@ class Builder:
                 self._cleanup()
         self._warn_unused_args(plan)
         return BuildResult(image, self.stats)
+
+    def allowed(self) -> frozenset[str]:
+        """The entitlements the build consents to: ``--allow``, and ``network.host`` with ``--network host``."""
+        if self.opts.network == "host":
+            return self.opts.allow | {entitlements.NETWORK_HOST}
+        return frozenset(self.opts.allow)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -184,8 +195,17 @@ class Builder:
         """Undo the build's shared pieces; each is undone even when undoing another failed."""
         with contextlib.ExitStack() as undo:
             if self._scratch is not None:
-                undo.callback(shutil.rmtree, self._scratch, ignore_errors=True)
+                scratch = self._scratch
                 self._scratch = None
+
+                def remove_scratch() -> None:
+                    with contextlib.suppress(OSError):  # released anyway: the next command removes it
+                        scratch.remove()
+
+                undo.callback(remove_scratch)
+            if self._context_view is not None:
+                undo.callback(self._context_view.close)  # before the scratch dir it is in goes
+                self._context_view = None
             if self._init_snap is not None:
                 snap = self._init_snap
                 self._init_snap = None
@@ -288,7 +308,12 @@ class Builder:
     @property
     def scratch(self) -> Path:
         assert self._scratch is not None
-        return self._scratch
+        return self._scratch.path
+
+    @property
+    def context_view(self) -> ContextView:
+        assert self._context_view is not None
+        return self._context_view
 
     def init_layer(self) -> str:
         """The dir (relative to the overlay root) with /etc/hosts, resolv.conf, hostname for RUN steps."""
@@ -562,6 +587,7 @@ class _StageRun:
                 if isinstance(instr, Onbuild):
                     raise BuildError("ONBUILD triggers may not contain ONBUILD")
                 out.append(instr)
+        entitlements.check_instructions(out, self.b.allowed())  # known only now: before the stage's steps
         return out
 
     # ---- one step -------------------------------------------------------------------------------
@@ -867,8 +893,9 @@ class _StageRun:
     def _run_context(self) -> RunContext:
         b = self.b
         return RunContext(
-            store=self.store, context=b.opts.context, network=b.opts.network, secrets=b.opts.secrets,
-            build_args=b.opts.build_args, stage_args=dict(self.args), escape=self.escape, limits=b.opts.limits,
+            store=self.store, context=b.opts.context, context_view=b.context_view, network=b.opts.network,
+            secrets=b.opts.secrets, build_args=b.opts.build_args, stage_args=dict(self.args), escape=self.escape,
+            limits=b.opts.limits,
             scratch=b.scratch, output=b.out, checksum_memo=self.checksum_memo, chain_of=self._chain_of,
             init_layer=b.init_layer, bridge_netns=b.bridge_netns, track=b.track, check_cancel=b._check_cancel)
 
@@ -885,7 +912,7 @@ class _StageRun:
         text = step.text
         args_used = self._public_args()
         key = cachekey.step_key(state.key, "RUN", args=step.argv, mounts=step.mount_keys, network=step.network,
-                                security=instr.security, build_args=args_used)
+                                security=step.security, build_args=args_used)
         inputs = SlotInputs(key, state.key, _as_written(instr), args=args_used)
         hit = self._lookup(key, inputs, step_index, text)
         if hit is not None:

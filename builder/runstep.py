@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import posixpath
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -34,7 +33,7 @@ from .instructions import Run
 from .plan import PROXY_ARGS
 from .progress import BuildOutput, OutputPump
 from .runmounts import MountSpec, SecretSource, parse_mounts, raw_from
-from .snapshots import readonly_view, remove_mount_stubs
+from .snapshots import readonly_view, remove_mount_stubs, writable_view
 from .state import State
 
 if TYPE_CHECKING:
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
 
     from .checksum import ChecksumCache
     from .context import SourceTree
+    from .contextview import ContextView
 
 SCRIPT_DIR = "/dev/pipes"
 BUILD_HOSTNAME = "pybuild"
@@ -61,7 +61,8 @@ class RunContext:
     """
 
     store: Store
-    context: SourceTree  # the build context, for bind mounts from it
+    context: SourceTree  # the build context, for the content keys of bind mounts from it
+    context_view: ContextView  # what such a mount shows: the context filtered by .dockerignore
     network: str  # the build's --network
     secrets: Mapping[str, SecretSource]
     build_args: Mapping[str, str]  # --build-arg values (the proxy ones reach the command)
@@ -101,6 +102,8 @@ class RunStep:
         # bridge, as for containers (Docker's builder does the same)
         network = instr.network if instr.network not in (None, "", "default") else ctx.network
         self.network = "bridge" if network in (None, "", "default") else network
+        # "sandbox" is the default isolation: the same step (and key) as no --security at all
+        self.security: str | None = "insecure" if instr.security == "insecure" else None
         for m in self.mounts:
             if m.type == "secret" and m.required and m.id not in ctx.secrets:
                 # before the cache is asked: a cached result is no excuse for a missing required secret
@@ -156,9 +159,10 @@ class RunStep:
         key = m.canonical()
         if m.type == "bind" and m.source_from is None:
             try:
-                digest = checksum_sources(self.ctx.context, [m.source or "."], cache=self.ctx.checksum_memo())
+                digest = checksum_sources(self.ctx.context, [m.source or "."], cache=self.ctx.checksum_memo(),
+                                          keyword="RUN --mount")
             except BuildError as exc:
-                raise _located(self.instr, f"RUN --mount: {exc.message}") from None
+                raise _located(self.instr, exc.message, exc.hint) from None
             key += f",content={digest}"
         elif m.type in ("bind", "cache") and m.source_from is not None:
             key += f",chain={self._from_chain(m) or ''}"
@@ -214,24 +218,31 @@ class RunStep:
             yield mounts
 
     def _bind_source(self, m: MountSpec, scratch: Path, stack: contextlib.ExitStack) -> str:
+        """The host path a bind mount shows; a ``rw`` one over a copy-on-write view, thrown away with the step.
+
+        From the context: its view filtered by .dockerignore (``contextview``),
+        so that an excluded path is not there, as in BuildKit's transferred
+        context. From a stage or image: its layers mounted in the build's
+        namespace.
+        """
         from pybuild.runtime.rootfs import secure_join
 
-        if m.source_from is None:
-            root = self.ctx.context.root
-        else:
-            root = str(stack.enter_context(readonly_view(self.ctx.store.layers, self._from_chain(m), scratch)))
+        try:
+            if m.source_from is None:
+                view = self.ctx.context_view
+                root = view.root() if m.readonly else stack.enter_context(view.writable(scratch))
+            else:
+                chain = self._from_chain(m)
+                layers = self.ctx.store.layers
+                mounted = readonly_view(layers, chain, scratch) if m.readonly else writable_view(layers, chain, scratch)
+                root = str(stack.enter_context(mounted))
+        except BuildError as exc:
+            raise _located(self.instr, exc.message, exc.hint) from None
         source: str = secure_join(root, m.source or "/")
         if not os.path.exists(source):
             raise _located(self.instr, f"RUN --mount: source {m.source or '/'} not found"
-                                       + (f" in {m.source_from}" if m.source_from else " in the build context"))
-        if not m.readonly:
-            # rw bind mounts: writes are thrown away with the step, as BuildKit does
-            copy = Path(tempfile.mkdtemp(prefix="bind-", dir=scratch))
-            if os.path.isdir(source):
-                shutil.copytree(source, copy / "src", symlinks=True)
-            else:
-                shutil.copy2(source, copy / "src", follow_symlinks=False)
-            return str(copy / "src")
+                                       + (f" in {m.source_from}" if m.source_from else
+                                          " in the build context or excluded by .dockerignore"))
         return source
 
     def _cache_identity(self, m: MountSpec) -> tuple[str, str | None]:
@@ -310,6 +321,22 @@ class RunStep:
 
     # ---- running --------------------------------------------------------------------------------
 
+    def _isolation(self) -> dict[str, Any]:
+        """The container's security fields: Docker's defaults, or ``--security=insecure``'s privileged set.
+
+        BuildKit's insecure mode is ``docker run --privileged``: every
+        capability, no seccomp filter, an allow-all device cgroup with the
+        host's device nodes, no masked or read-only /proc paths, /sys
+        writable. The entitlement was checked before the build started.
+        """
+        if self.security != "insecure":
+            return {}
+        from pybuild.runtime.security import isolation
+
+        fields = isolation(privileged=True, host_network=self.network == "host").spec_fields()
+        return {k: fields[k] for k in ("capabilities", "seccomp", "masked_paths", "readonly_paths", "device_rules",
+                                       "devices", "writable_sysfs")}
+
     def execute(self, snap: Snapshot, label: str) -> None:
         from pybuild.runtime.run import execute
         from pybuild.runtime.spec import ContainerSpec, OverlayRootfs, ProcessSpec
@@ -331,7 +358,8 @@ class RunStep:
                 spec = ContainerSpec(
                     rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME,
                     network="none" if netns else self.network, netns=netns, mounts=tuple(mounts),
-                    overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"))
+                    overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"),
+                    **self._isolation())
                 pump = OutputPump(self.ctx.output, label)
                 started: list[object] = []
 
@@ -365,7 +393,8 @@ class RunStep:
                 raise _located(self.instr, f'process "{shown}" did not complete successfully: {detail}'
                                + (f"\n{tail}" if tail else ""))
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(OSError):  # what the step wrote there may be of any depth: iterative
+                remove_tree(scratch)
             with contextlib.suppress(OSError):
                 snap.merged_dir.rmdir()
         targets = [m.target for m in self.mounts if m.target]
@@ -388,6 +417,8 @@ def _describe(instr: Run) -> str:
     flags = [f"--mount={m}" for m in instr.mounts]
     if instr.network:
         flags.append(f"--network={instr.network}")
+    if instr.security:
+        flags.append(f"--security={instr.security}")
     command = instr.command if isinstance(instr.command, str) else json.dumps(instr.command)
     return " ".join(["RUN", *flags, command])
 

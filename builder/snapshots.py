@@ -4,7 +4,8 @@
   overlay so COPY and WORKDIR see (and resolve symlinks and names against)
   the image below while writing only the new layer's ``diff/``.
 * :func:`readonly_view`: a stage's or image's layers mounted read-only, the
-  source of ``COPY --from`` and ``RUN --mount=from=``.
+  source of ``COPY --from`` and ``RUN --mount=from=``; :func:`writable_view`
+  the same with a throw-away upper (``RUN --mount=from=...,rw``).
 * :func:`exists_below` / :func:`is_dir_below`: whether a path exists (is a
   directory reached without symlinks) in a chain, read from the layer
   directories without mounting (whiteouts and opaque directories honoured).
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pybuild.linux import mount as _mount
+from pybuild.linux.fsutil import remove_tree
 from pybuild.store.layers import LINK_DIR, LayerStore, Snapshot
 
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -75,6 +77,31 @@ def readonly_view(layers: LayerStore, chain_id: str | None, scratch: Path) -> It
             _mount.umount(target, _mount.MNT_DETACH)
         with contextlib.suppress(OSError):
             target.rmdir()
+
+
+@contextlib.contextmanager
+def writable_view(layers: LayerStore, chain_id: str | None, scratch: Path) -> Iterator[Path]:
+    """A chain's merged view that takes writes, thrown away afterwards (a ``rw`` RUN --mount from a stage).
+
+    An overlay with its upper under ``scratch``: nothing is copied but what
+    is written (an empty chain gives an empty directory).
+    """
+    work = Path(tempfile.mkdtemp(prefix="rwview-", dir=scratch))
+    target = work / "merged"
+    target.mkdir(mode=0o700)
+    mounted = False
+    try:
+        lowers = chain_lowers(layers, chain_id)
+        if lowers:
+            (work / "upper").mkdir(mode=0o700)
+            (work / "work").mkdir(mode=0o700)
+            _mount.mount_overlay(layers.overlay, lowers, str(work / "upper"), str(work / "work"), target)
+            mounted = True
+        yield target
+    finally:
+        if mounted:
+            _mount.umount(target, _mount.MNT_DETACH)  # raises rather than let the removal below reach in
+        remove_tree(work)
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

@@ -12,7 +12,9 @@ Requests start anonymous. A ``401`` carries ``WWW-Authenticate``: for
 ``Bearer realm=...,service=...,scope=...`` a token is fetched from the
 realm for the scopes the request needs (credentials sent there as Basic,
 or an identity token exchanged with an OAuth2 refresh grant) and reused
-until its ``expires_in`` (default 60 s) runs out.
+until its ``expires_in`` (default 60 s) runs out. Credentials never go to an
+``http://`` realm of a registry reached over HTTPS (loopback and insecure
+realm hosts aside): that is an error, not a silent downgrade.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
@@ -436,6 +438,12 @@ class Authenticator:
         if not realm.startswith(("http://", "https://")):
             raise RegistryAuthError(f"the registry {self.domain} asks for a token from an invalid realm {realm!r}")
         creds = self.credentials()
+        if creds is not None and not transport.may_send_credentials(realm):
+            realm_host = urlsplit(realm).netloc.rpartition("@")[2]
+            raise RegistryAuthError(
+                f"the registry {self.domain} is reached over HTTPS but asks for a token from {realm} over plain "
+                "HTTP: credentials are never sent there in clear text",
+                f"the token service must use https, or list {realm_host} in PYBUILD_INSECURE_REGISTRIES")
         service = challenge.params.get("service", "")
         self.token_fetches += 1
         headers = {"Accept": "application/json"}

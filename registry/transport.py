@@ -10,7 +10,9 @@ to a storage service never carries the registry credentials.
 Scheme: plain HTTP for loopback hosts (``localhost``, 127.0.0.0/8, ::1);
 for hosts marked insecure (``--insecure``, ``PYBUILD_INSECURE_REGISTRIES``)
 HTTPS without certificate verification is tried first and HTTP is used if
-that fails, as Docker does; HTTPS with the system CA store otherwise.
+that fails, as Docker does; HTTPS with the system CA store otherwise. A
+registry reached over HTTPS never gets credentials sent in clear text to
+its token realm (:meth:`Transport.may_send_credentials`).
 
 Retries: connection errors, timeouts, 5xx and 429 are retried with
 exponential backoff and full jitter (429/503 ``Retry-After`` is honoured,
@@ -264,6 +266,22 @@ class Transport:
         parts = urlsplit(url)
         origin = self.origin()
         return parts.scheme == origin.scheme and parts.netloc.lower() == origin.host.lower()
+
+    def may_send_credentials(self, url: str) -> bool:
+        """Whether credentials (a token request's Basic header or refresh token) may go to ``url``.
+
+        Not over plain HTTP once the registry itself is spoken to over HTTPS:
+        a realm ``http://other-host/token`` would put them on the wire in clear
+        text. Plain HTTP stays allowed to the hosts pybuild speaks it to as
+        registries (loopback, ``PYBUILD_INSECURE_REGISTRIES``/``--insecure``)
+        and whenever the registry is itself reached over HTTP.
+        """
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "http" or self.origin().scheme != "https":
+            return True
+        host = parts.netloc.rpartition("@")[2].lower()
+        insecure = {h.lower() for h in self.options.insecure}
+        return is_loopback(host) or host in insecure or host_name(host) in insecure
 
     def _proxies(self, url: str) -> dict[str, str]:
         return dict(requests.utils.get_environ_proxies(url))

@@ -48,7 +48,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pybuild.errors import ContainerError, UsageError
+from pybuild.linux.fsutil import ENTER, walk
 from pybuild.records import record
+from pybuild.store.units import parse_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,20 +104,12 @@ class Stats:
     pids_limit: int | None
 
 
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
 def _ram_in_bytes(text: str) -> int:
     """Docker's RAMInBytes: a number with an optional binary unit (b, k, m, g, t, p)."""
-    match = _MEMORY_RE.match(text.strip())
-    if not match:
-        raise UsageError(f'invalid memory value "{text}"', "use a number with an optional unit: b, k, m, g")
     try:
-        number = float(match.group(1))
+        return parse_size(text)
     except ValueError:
-        raise UsageError(f'invalid memory value "{text}"') from None
-    return int(number * _UNITS[(match.group(2) or "").lower()])
+        raise UsageError(f'invalid memory value "{text}"', "use a number with an optional unit: b, k, m, g") from None
 
 
 def parse_memory(text: str) -> int:
@@ -280,8 +274,40 @@ def all_pybuild_cgroups(prefix: str = "pybuild") -> list[Path]:
         except OSError:
             continue
         for top in tops:
-            found.extend(Path(d) for d, _, _ in os.walk(top.path))
+            found.extend(_walk_dirs(Path(top.path)))
     return sorted(found)
+
+
+def children(parent: str, prefix: str = "") -> list[str]:
+    """Names (``parent/<child>``) of the cgroups right below ``parent`` named ``prefix*``, in any hierarchy."""
+    parent = _check_name(parent)
+    names: set[str] = set()
+    for root in _hierarchy_roots():
+        with contextlib.suppress(OSError):
+            names.update(f"{parent}/{e.name}" for e in os.scandir(root / parent)
+                         if e.is_dir(follow_symlinks=False) and e.name.startswith(prefix))
+    return sorted(names)
+
+
+def remove_everywhere(name: str, timeout: float = 5.0) -> None:
+    """Remove cgroup ``name`` from every hierarchy that has it, v1 and cgroup2 alike (an abandoned cgroup).
+
+    Whatever still runs in it is killed first (thawed if frozen), as :meth:`Cgroup.remove` does;
+    then the empty parents go. Idempotent.
+    """
+    name = _check_name(name)
+    groups: list[Cgroup] = []
+    if v1_mounts():
+        groups.append(CgroupV1(name))
+    if v2_mount() is not None:
+        groups.append(CgroupV2(name))
+    for group in groups:
+        group.remove(timeout)
+    deadline = time.monotonic() + timeout
+    for root in _hierarchy_roots():  # hierarchies pybuild makes nothing in itself (name=systemd...)
+        if (root / name).is_dir():
+            _rmdir_tree(root / name, deadline)
+            _rmdir_parents(root, name)
 
 
 # ---------------------------------------------------------------- file helpers
@@ -352,9 +378,22 @@ def _rss_of(pids: Iterable[int]) -> int:
 
 
 def _walk_dirs(top: Path) -> Iterator[Path]:
-    """``top`` and every child cgroup below it, parents first."""
-    for d, _, _ in os.walk(top):
-        yield Path(d)
+    """``top`` and every child cgroup below it, parents first; nothing if ``top`` is gone.
+
+    Iterative (fsutil's descriptor walk): a container allowed to write its cgroups may nest them deep.
+    """
+    yielded = False
+    try:
+        for event, entry in walk(top, sort=False, dirs_only=True):
+            if not yielded:
+                yielded = True
+                yield top
+            if event == ENTER:
+                yield top / os.fsdecode(entry.rel)
+    except (FileNotFoundError, NotADirectoryError):  # removed meanwhile: what is left of it is not there
+        return
+    if not yielded:
+        yield top
 
 
 def _rmdir_tree(top: Path, deadline: float) -> None:

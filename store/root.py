@@ -32,7 +32,7 @@ from . import reference as _reference
 from .blobs import BlobStore
 from .images import Image, ImageStore, now_iso
 from .layers import Layer, LayerStore, Snapshot
-from .locks import is_abandoned, locked
+from .locks import Ownership, is_abandoned, locked
 from .model import (
     OCI_LAYER_GZIP,
     OCI_LAYER_ZSTD,
@@ -56,6 +56,11 @@ OVERLAYFS_MAGIC = 0x794C7630
 
 _SUBDIRS = ("tmp", "blobs/sha256", "overlay2/l", "layerdb/sha256", "layerdb/mounts",
             "imagedb/sha256", "containers", "volumes")
+
+BUILD_SCRATCH_PREFIX = "build-"
+# builder/runstep.py writes a RUN's secret mounts as <scratch>/run-*/secret-*, plaintext:
+# an abandoned scratch dir loses those first.
+SECRET_FILE_PREFIX = "secret-"
 
 
 @record
@@ -85,6 +90,61 @@ class CheckReport:
         return all(p.repaired for p in self.problems)
 
 
+class ScratchDir:
+    """A build's private directory ``tmp/build-<hex>``, owned through ``tmp/build-<hex>.owner``.
+
+    The owner file is made (locked) before the directory and released after
+    it is gone, so a directory whose owner lock is free belongs to a build
+    that was killed: the next command that opens the store removes it, the
+    secret files in it first (:meth:`Store.clean_abandoned`).
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        name = BUILD_SCRATCH_PREFIX + os.urandom(8).hex()
+        self.path = tmp / name
+        self._owner = Ownership(tmp / f"{name}.owner")
+        try:
+            self.path.mkdir(mode=0o700)
+        except BaseException:
+            self._owner.release()
+            raise
+
+    def remove(self) -> None:
+        """Remove the directory, then give up its ownership (even if removing failed: a later command retries)."""
+        try:
+            remove_scratch(self.path)
+        finally:
+            self._owner.release()
+
+
+def remove_scratch(path: Path) -> int:
+    """Remove a build's scratch dir, its secret files first; returns how many secret files there were."""
+    secrets = 0
+    try:
+        runs = [e for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        runs = []
+    for run in runs:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(run.path):
+                if entry.name.startswith(SECRET_FILE_PREFIX) and not entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                    secrets += 1
+    remove_tree(path)
+    return secrets
+
+
+def _count_secrets(path: Path) -> int:
+    count = 0
+    with contextlib.suppress(OSError):
+        for run in os.scandir(path):
+            if run.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    count += sum(e.name.startswith(SECRET_FILE_PREFIX) for e in os.scandir(run.path))
+    return count
+
+
 class Store:
     """A pybuild store rooted at one directory."""
 
@@ -109,13 +169,19 @@ class Store:
     # ---- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
+    def open(cls, root: str | os.PathLike[str] | None = None, *, clean: bool = True) -> Store:
+        """Open (initialising if needed) the store at ``root``.
+
+        ``clean`` (the default) removes what killed processes left first; only
+        ``system check`` opens without it, to report those leftovers.
+        """
         path = Path(root or os.environ.get("PYBUILD_ROOT") or DEFAULT_ROOT).absolute()
         store = cls(path)
         marker = path / "version"
         if not marker.exists():
             store._initialise()
-        store.clean_abandoned()
+        if clean:
+            store.clean_abandoned()
         return store
 
     def _initialise(self) -> None:
@@ -139,13 +205,45 @@ class Store:
         with locked(self.lock_path, shared=True):
             yield
 
+    def build_scratch(self) -> ScratchDir:
+        """A new scratch directory for one build, owned by this process until ``remove()``."""
+        return ScratchDir(self.tmp)
+
+    def abandoned_builds(self, entries: list[os.DirEntry[str]] | None = None) -> list[str]:
+        """Names (``build-<hex>``) under tmp/ of scratch dirs or owner files of builds that were killed."""
+        if entries is None:
+            try:
+                entries = list(os.scandir(self.tmp))
+            except FileNotFoundError:
+                return []
+        names = {e.name.removesuffix(".owner") for e in entries if e.name.startswith(BUILD_SCRATCH_PREFIX)}
+        return sorted(n for n in names if is_abandoned(self.tmp / f"{n}.owner"))
+
+    def _clean_abandoned_builds(self, entries: list[os.DirEntry[str]] | None = None) -> int:
+        count = 0
+        for name in self.abandoned_builds(entries):
+            remove_scratch(self.tmp / name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp / f"{name}.owner")
+            count += 1
+        return count
+
+    def snapshot_in_progress(self, cache_id_prefix: str) -> bool:
+        """Whether a live process owns an uncommitted layer whose cache id starts with ``cache_id_prefix``."""
+        if not cache_id_prefix or any(c not in "0123456789abcdef" for c in cache_id_prefix):
+            return False
+        return any(not is_abandoned(owner) for owner in self.tmp.glob(f"layer-{cache_id_prefix}*.owner"))
+
     def clean_abandoned(self) -> int:
-        """Remove what killed processes left: temp blobs and uncommitted layer dirs. Cheap."""
+        """Remove what killed processes left: build scratch dirs (secrets first), temp blobs and
+        uncommitted layer dirs. Cheap."""
         count = 0
         try:
             entries = list(os.scandir(self.tmp))
         except FileNotFoundError:
             return 0
+        # first: a killed build's scratch dir may hold the plaintext of its RUN secrets
+        count += self._clean_abandoned_builds(entries)
         for entry in entries:
             if entry.name.startswith(".new-") and is_abandoned(Path(entry.path)):
                 # killed between creating and publishing a locked file; give a live
@@ -189,12 +287,13 @@ class Store:
                    message: str = "", changes: ContainerConfig | None = None,
                    compression: str = "gzip", source: str = "-") -> Image:
         """A rootfs tarball (plain or compressed) becomes a one-layer image, as ``docker import``."""
-        from .layertar import apply_layer
+        from .layertar import apply_layer, max_layer_size
 
+        limit = max_layer_size()
         with self.writing():
             snap = self.layers.create(None)
             try:
-                apply_layer(stream, snap.diff_dir)
+                apply_layer(stream, snap.diff_dir, max_size=limit)
             except BaseException:
                 self.layers.discard(snap)
                 raise
@@ -318,11 +417,20 @@ class Store:
                 report.add(f"image record {entry.name[:12]} is unreadable: {exc}")
         for image in self.images.walk():
             self._check_image(image, report, repair)
-        leftovers = [e.name for e in os.scandir(self.tmp)
-                     if (e.name.endswith(".owner") or e.name.startswith("blob-")) and is_abandoned(Path(e.path))]
+        entries = list(os.scandir(self.tmp))
+        builds = self.abandoned_builds(entries)
+        for name in builds:
+            what = f"leftover of a killed build: tmp/{name}"
+            secrets = _count_secrets(self.tmp / name)
+            if secrets:
+                what += f" ({secrets} secret file{'s' if secrets != 1 else ''} in plaintext)"
+            report.add(what, repair)
+        leftovers = [e.name for e in entries
+                     if (e.name.endswith(".owner") or e.name.startswith("blob-"))
+                     and not e.name.startswith(BUILD_SCRATCH_PREFIX) and is_abandoned(Path(e.path))]
         for name in leftovers:
             report.add(f"leftover from an interrupted operation: tmp/{name}", repair)
-        if repair and leftovers:
+        if repair and (leftovers or builds):
             self.clean_abandoned()
         return report
 

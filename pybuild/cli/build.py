@@ -132,6 +132,9 @@ def _enter_private_mount_namespace() -> None:
 @option("--network", type=Choice(["default", "host", "none"]), default="default",
         show_default=True, help="Network for RUN steps (default: the bridge).")
 @option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
+@option("--allow", "allow", multiple=True,
+        help="Consent to an entitlement: network.host (RUN --network=host), security.insecure "
+             "(RUN --security=insecure); repeatable or comma-separated.")
 @option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
 @option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
 @option("--progress", type=Choice(["auto", "plain", "tty", "quiet"]), default="auto", show_default=True,
@@ -152,7 +155,8 @@ def _enter_private_mount_namespace() -> None:
 @pass_settings
 def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfile: str | None,
               build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, jobs: int | None,
-              network: str, secrets: tuple[str, ...], labels: tuple[str, ...], quiet: bool, progress: str,
+              network: str, secrets: tuple[str, ...], allow: tuple[str, ...], labels: tuple[str, ...], quiet: bool,
+              progress: str,
               explain: bool, iidfile: str | None, outputs: tuple[str, ...], platform: str | None, push: bool,
               cache_to: str | None, cache_from: tuple[str, ...], memory: str | None, cpus: float | None,
               cpu_shares: int | None, pids_limit: int | None) -> None:
@@ -161,10 +165,12 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
     import signal
 
     from pybuild.builder.context import Context
+    from pybuild.builder.entitlements import parse_allow
     from pybuild.builder.executor import BuildOptions, run_build
     from pybuild.builder.plan import host_platform_args
     from pybuild.store import reference as _reference
 
+    allowed = parse_allow(allow)
     refs = []
     for tag in tags:
         ref = _reference.parse(tag)
@@ -215,7 +221,7 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
             options = BuildOptions(context=ctx_obj, tags=refs, build_args=args, target=target, no_cache=no_cache,
                                    pull=pull, jobs=jobs or 0, network=network, secrets=secret_map,
                                    labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name,
-                                   limits=limits)
+                                   limits=limits, allow=allowed)
             try:
                 if cache_from:
                     from pybuild.builder.remotecache import import_cache
@@ -267,10 +273,9 @@ def builder_group() -> None:
 @pass_settings
 def builder_prune_cmd(settings: Settings, keep: str | None) -> None:
     """Remove the build cache (step records, cache mounts, checksum memo) and free what only it used."""
-    import shutil
-
     from pybuild.builder.checksum import ChecksumCache
     from pybuild.cli import ui
+    from pybuild.linux.fsutil import remove_tree
 
     store = settings.store()
     older = None
@@ -279,10 +284,13 @@ def builder_prune_cmd(settings: Settings, keep: str | None) -> None:
         if not keep or keep[-1] not in units or not keep[:-1].isdigit():
             raise UsageError(f"invalid duration {keep!r}", "use a number with s, m, h or d: 24h")
         older = int(keep[:-1]) * units[keep[-1]]
+    from pybuild.cli.images import abandoned_build_cgroups, remove_build_cgroups
+
+    remove_build_cgroups(abandoned_build_cgroups(store))  # RUN cgroups of killed builds
     with store.writing():
         removed = store.build_cache.prune(older)
         if older is None:
-            shutil.rmtree(store.build_cache.root / "mounts", ignore_errors=True)
+            remove_tree(store.build_cache.root / "mounts")  # what RUN steps wrote: any depth
             with ChecksumCache.for_store(store.root) as memo:
                 memo.prune(keep=0)
     report = store.gc()

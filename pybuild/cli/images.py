@@ -285,13 +285,45 @@ def prune_cmd(settings: Settings, all_: bool, force: bool) -> None:
                 echo(f"Deleted Images: {image.id}")
     from pybuild.runtime.lifecycle import Runtime
 
+    # Before the GC (which waits for running builds): cgroups of killed builds.
+    cgroup_leftovers = remove_build_cgroups(abandoned_build_cgroups(store))
     # Containers first: dead --rm containers, ownerless network endpoints, leases without a container.
     runtime_leftovers = Runtime(store).prune_containers()
     report = store.gc(wait=True)
     assert report is not None
     echo(f"Deleted: {report.layers} layers, {report.blobs} blobs, "
-         f"{report.dirs + report.leftovers + runtime_leftovers} leftovers")
+         f"{report.dirs + report.leftovers + runtime_leftovers + cgroup_leftovers} leftovers")
     echo(f"Total reclaimed space: {ui.human_size(report.bytes_freed)}")
+
+
+def abandoned_build_cgroups(store: Store) -> list[str]:
+    """RUN cgroups (``pybuild/build-<store tag>-<snapshot>``) of this store's killed builds.
+
+    A RUN's cgroup lives while its build owns the step's snapshot (a locked
+    owner file, made before the cgroup and released after it is removed):
+    one whose snapshot nobody owns any more is abandoned. Containers' cgroups
+    and other stores' builds never match.
+    """
+    from pybuild.builder.runstep import build_cgroup_prefix
+    from pybuild.runtime import cgroups
+
+    prefix = build_cgroup_prefix(store.root)
+    return [name for name in cgroups.children("pybuild", prefix)
+            if not store.snapshot_in_progress(name.rpartition("/")[2][len(prefix):])]
+
+
+def remove_build_cgroups(names: list[str]) -> int:
+    """Remove abandoned cgroups in every hierarchy (killing what is left in them); returns how many went."""
+    from pybuild.runtime import cgroups
+
+    removed = 0
+    for name in names:
+        try:
+            cgroups.remove_everywhere(name)
+            removed += 1
+        except PybuildError as exc:
+            echo(f"[Warning] cannot remove cgroup {name}: {exc}", err=True)
+    return removed
 
 
 @group("system")
@@ -317,8 +349,13 @@ def system_df_cmd(settings: Settings) -> None:
 @pass_settings
 def system_check_cmd(settings: Settings, repair: bool) -> None:
     """Check the store for inconsistencies (missing links, blobs, layers, leftovers)."""
-    store = settings.store()
+    from pybuild.store.root import Store
+
+    # opened without the usual cleanup of what killed processes left, so that it is reported
+    store = Store.open(settings.root, clean=False)
     report = store.check(repair=repair)
+    for name in abandoned_build_cgroups(store):
+        report.add(f"cgroup of a killed build: {name}", repair and remove_build_cgroups([name]) == 1)
     for problem in report.problems:
         echo(("repaired: " if problem.repaired else "problem: ") + problem.what)
     if report.ok:

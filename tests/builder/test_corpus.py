@@ -241,6 +241,7 @@ CASES = [
     ),
     Case(
         "run-forms",
+        build=("--allow", "network.host"),  # its RUN --network=host needs the build's consent
         runs=(((), _sh("cat /shell-form.txt /exec-form.txt /exec-env.txt /not-json.txt /custom-shell.txt "
                        "/shell-log.txt /net-none.txt; ls /exec-no-shell"),
                "shell form in /bin/sh\nexec form in /bin/sh\n$WHO env-value\nnot json\nran\n"

@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -111,7 +112,8 @@ def _b64url(data: bytes) -> str:
 class TokenServer:
     """Issues registry tokens (the distribution token spec) for known users; counts its hits."""
 
-    def __init__(self, workdir: Path, users: dict[str, str], expires_in: int = 300) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str], expires_in: int = 300, *, host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
@@ -149,10 +151,12 @@ class TokenServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 outer._handle(self, parse_qs(self.rfile.read(length).decode()))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.realm = f"http://127.0.0.1:{self.port}/token"
+        self.realm = f"{'https' if tls is not None else 'http'}://{host}:{self.port}/token"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -192,7 +196,8 @@ class TokenServer:
         scopes = [s for value in params.get("scope", []) for s in value.split(" ") if s]
         with self._lock:
             self.hits.append({"user": user, "scopes": scopes, "service": (params.get("service") or [""])[0],
-                              "grant": "refresh_token" if form is not None else "basic"})
+                              "grant": "refresh_token" if form is not None else "basic",
+                              "authorization": "Authorization" in h.headers})
         if not ok:
             body = json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "incorrect username or password"}]})
             self._reply(h, 401, body.encode())
