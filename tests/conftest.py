@@ -12,7 +12,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from pybuild.linux.fsutil import remove_tree
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -54,7 +55,8 @@ def workdir() -> Iterator[Path]:
         yield path
     finally:
         leaked = _force_unmount(str(path))
-        shutil.rmtree(path, ignore_errors=True)
+        # remove_tree, not shutil.rmtree: iterative, so a test's deep tree cannot silently stay behind.
+        remove_tree(path)
         assert not leaked, f"mounts left behind: {leaked}"
 
 
