@@ -261,7 +261,7 @@ def _clean(path: str) -> str:
     return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
-def _split_device(text: str) -> tuple[str, str, str]:
+def split_device(text: str) -> tuple[str, str, str]:
     """``HOST[:CONTAINER][:PERMS]`` -> (host, container, perms), checked as Docker's CLI does."""
     fields = text.split(":")
     if len(fields) > 3 or not fields[0]:
@@ -301,7 +301,7 @@ def parse_device(text: str) -> list[tuple[Device, DeviceRule]]:
     followed), each under CONTAINER at the same relative path. The nodes
     keep the host's permission bits and owner.
     """
-    host, container, perms = _split_device(text)
+    host, container, perms = split_device(text)
     resolved = _resolve(host)
     failure: OSError | None = None
     try:

@@ -467,16 +467,12 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
 
 def _security_doc(config: Any) -> dict[str, Any]:
     """The security part of HostConfig, as Docker names it."""
+    from pybuild.runtime.devices import split_device
     from pybuild.runtime.security import parse_ulimit, ulimit_doc
     from pybuild.runtime.spec import DEFAULT_SHM_SIZE
 
-    devices = []
-    for text in config.devices:
-        parts = text.split(":")
-        host = parts[0]
-        inside = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
-        perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
-        devices.append({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms})
+    devices = [{"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms}
+               for host, inside, perms in map(split_device, config.devices)]
     return {
         "CapAdd": list(config.cap_add) or None, "CapDrop": list(config.cap_drop) or None,
         "Privileged": config.privileged, "ReadonlyRootfs": config.read_only,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from tests.store.test_deep_trees import (
     DEPTH,
     LEAF,
     deep_layer_tar,
-    deep_safe_dir,
     deep_shape,
     docker_save_tar,
     gzip_bomb,
@@ -28,13 +26,6 @@ from tests.store.test_deep_trees import (
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the store needs root")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """Removed with remove_tree (conftest's shutil.rmtree would leave the deep trees behind)."""
-    with deep_safe_dir() as path:
-        yield path
 
 
 def _upload(host: str, repo: str, data: bytes) -> str:

@@ -10,7 +10,6 @@ zeros in ~1 MiB) is refused with one line, nothing of it kept.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -21,8 +20,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +32,12 @@ from pybuild.store.compression import Compression
 from pybuild.store.layertar import apply_layer, write_layer
 from pybuild.store.model import Platform
 from pybuild.store.root import Store
-from tests.conftest import REPO, TMP_BASE, _force_unmount
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the store needs root")
 
 DEPTH = 5000
 LEAF = b"bottom\n"
-
-
-@contextlib.contextmanager
-def deep_safe_dir() -> Iterator[Path]:
-    """conftest's workdir, removed with remove_tree: shutil.rmtree recurses, and would leave deep trees behind."""
-    TMP_BASE.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="pybuild-test-", dir=TMP_BASE))
-    try:
-        yield path
-    finally:
-        leaked = _force_unmount(str(path))
-        remove_tree(path)
-        assert not leaked, f"mounts left behind: {leaked}"
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    with deep_safe_dir() as path:
-        yield path
 
 
 # ---------------------------------------------------------------------------- helpers
