@@ -180,9 +180,9 @@ class Builder:
         """
         with self._init_lock:
             if self._network is None:
-                from pybuild.runtime.network.manager import NetworkManager
+                from pybuild.runtime.network.manager import open_manager
 
-                manager = NetworkManager(self.store.root)
+                manager = open_manager(self.store.root)
                 hosts = self.scratch / "hosts"
                 hosts.write_text("")
                 step_id = "build" + secrets.token_hex(16)

@@ -61,6 +61,10 @@ class ConflictError(PybuildError):
     """The operation conflicts with the current state (in use, exists)."""
 
 
+class RootlessError(PybuildError):
+    """An ordinary user's pybuild cannot set up or use its user namespace, ids, network or cgroups."""
+
+
 class StoreError(PybuildError):
     """The store root is unusable or inconsistent."""
 

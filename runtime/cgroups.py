@@ -47,7 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from pybuild.errors import ContainerError, UsageError
+from pybuild.errors import ContainerError, RootlessError, UsageError
 from pybuild.linux.fsutil import ENTER, walk
 from pybuild.records import record
 from pybuild.store.units import parse_size
@@ -75,6 +75,12 @@ _POLL = 0.01
 
 class CgroupNotFound(ContainerError):
     """The named cgroup does not exist in any hierarchy."""
+
+
+class CgroupDelegationError(RootlessError):
+    """Rootless limits without a delegated cgroup v2 subtree (``docker run`` would exit 125)."""
+
+    exit_code = 125
 
 
 class CgroupVanished(ContainerError):
@@ -1097,6 +1103,8 @@ def create(name: str, limits: Limits, version: str | None = None, *, root: Path 
     allowlist, in order (None: no device rules, the parent's apply).
     """
     limits = validate(limits)
+    if root is None and _rootless():
+        return _rootless_cgroup(name, limits)
     group = _make(name, version, root)
     group._create(limits, devices)
     return group
@@ -1104,6 +1112,8 @@ def create(name: str, limits: Limits, version: str | None = None, *, root: Path 
 
 def open_existing(name: str, version: str | None = None, *, root: Path | None = None) -> Cgroup:
     """The existing cgroup ``name``; on a hybrid host found in the chosen hierarchies or else the others."""
+    if root is None and _rootless():
+        return NoCgroup(name)
     group = _make(name, version, root)
     if group.exists():
         return group
@@ -1116,3 +1126,109 @@ def open_existing(name: str, version: str | None = None, *, root: Path | None = 
         if other is not None and other.exists():
             return other
     raise CgroupNotFound(f"cgroup {name} does not exist")
+
+
+# ---------------------------------------------------------------- rootless
+
+
+def _rootless() -> bool:
+    from pybuild.linux import userns
+
+    return userns.rootless()
+
+
+class NoCgroup(Cgroup):
+    """A rootless container's stand-in for a cgroup: it has none.
+
+    An ordinary user can make cgroups only in a cgroup v2 subtree delegated to
+    it; without limits a rootless container needs none (its PID namespace
+    holds its processes: they die with its init), so it gets this. Freezing
+    and statistics need a real cgroup and say so.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _dirs(self) -> list[Path]:
+        return []
+
+    def _roots(self) -> list[Path]:
+        return []
+
+    def add(self, pid: int) -> None:
+        return None
+
+    def stats(self) -> Stats:
+        raise ContainerError("statistics need a cgroup: this rootless container runs without one",
+                             "rootless containers get cgroups only from a delegated cgroup v2 subtree")
+
+    def oom_killed(self) -> bool:
+        return False
+
+    def can_freeze(self) -> bool:
+        return False
+
+    def freeze(self) -> None:
+        raise ContainerError("pause needs a cgroup freezer: this rootless container runs without a cgroup",
+                             "rootless containers get cgroups only from a delegated cgroup v2 subtree")
+
+    def thaw(self) -> None:
+        return None
+
+    def frozen(self) -> bool:
+        return False
+
+
+def _rootless_cgroup(name: str, limits: Limits) -> Cgroup:
+    """Rootless: no cgroup without limits; with limits, the delegated subtree they need, or a clear refusal."""
+    check_rootless_limits(limits)
+    return NoCgroup(name)
+
+
+def check_rootless_limits(limits: Limits) -> None:
+    """Refuse limits a rootless process cannot enforce (never run silently unlimited); nothing as root.
+
+    Limits need a cgroup v2 subtree delegated to the user with the controllers
+    they use. Making containers' cgroups in one is not done yet: with limits,
+    rootless pybuild refuses, saying what the host offers.
+    """
+    if limits == Limits() or not _rootless():
+        return
+    from pybuild.linux import userns
+
+    required = sorted(_required_v2(limits))
+    uid = userns.host_uid()
+    own = _own_v2_cgroup()
+    where = "this host has no cgroup2 hierarchy"
+    if own is not None:
+        try:
+            available = set((own / "cgroup.controllers").read_text().split())
+        except OSError:
+            available = set()
+        missing = [c for c in required if c not in available]
+        if missing:
+            where = f"your cgroup {own} offers {', '.join(sorted(available)) or 'no controllers'}"
+        elif not os.access(own, os.W_OK):
+            where = f"your cgroup {own} is not writable by you"
+        else:
+            raise CgroupDelegationError(
+                f"your cgroup {own} is delegated, but pybuild does not put rootless containers in a "
+                "delegated cgroup yet", "run without limits, or run as root")
+    raise CgroupDelegationError(
+        f"resource limits need a cgroup v2 subtree delegated to uid {uid} with the "
+        f"{', '.join(required)} controller{'s' if len(required) > 1 else ''}; {where}",
+        "run under systemd with delegation (systemd-run --user --scope -p Delegate=yes ...) on a cgroup v2 "
+        "host, run without limits, or run as root")
+
+
+def _own_v2_cgroup() -> Path | None:
+    mount = v2_mount()
+    if mount is None:
+        return None
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return mount / line[3:].lstrip("/")
+    except OSError:
+        return None
+    return mount

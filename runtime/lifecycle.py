@@ -116,9 +116,9 @@ class Runtime:
     def networks(self) -> NetworkManager:
         """Bridge networks (imported on first use: ``--network none`` never loads it)."""
         if self._networks is None:
-            from .network.manager import NetworkManager
+            from .network.manager import open_manager
 
-            self._networks = NetworkManager(self.store.root)
+            self._networks = open_manager(self.store.root)
         return self._networks
 
     # ---- creating ------------------------------------------------------------
@@ -151,6 +151,7 @@ class Runtime:
         extra.extend(opts.env)
         env = merge_env(env, extra)
         limits = cgroups.validate(opts.limits)
+        cgroups.check_rootless_limits(limits)
         stop_signal = opts.stop_signal or cfg.stop_signal or "SIGTERM"
         signal_number(stop_signal)
         if opts.init:

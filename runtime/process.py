@@ -646,7 +646,8 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
     syscalls.drop_bounding(b for b in range(cap_mask.bit_length()) if cap_mask >> b & 1)
     syscalls.set_keepcaps(True)
     try:
-        os.setgroups(list(user.additional_gids))
+        if user.additional_gids or not _setgroups_denied():
+            os.setgroups(list(user.additional_gids))
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
     except OSError as exc:
@@ -684,6 +685,15 @@ def _finalize_and_exec(sync: unixsock.Socket, process: ProcessSpec, cap_mask: in
         reason = (exc.strerror or str(exc)).lower()
         raise ExecError(f'exec: "{argv[0]}": {reason}', exit_code=code) from None
     raise AssertionError("unreachable")
+
+
+def _setgroups_denied() -> bool:
+    """A rootless namespace mapping only its user's own gid has setgroups(2) off (and no groups to set)."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
 
 
 def _look_path(name: str, path: str | None) -> str:

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from pybuild.errors import ContainerError, MountError
 from pybuild.linux import mount as _m
 from pybuild.linux import safefs as _safefs
-from pybuild.linux import syscalls
+from pybuild.linux import syscalls, userns
 from pybuild.linux.mount import (
     MS_DIRSYNC,
     MS_MANDLOCK,
@@ -84,7 +84,9 @@ def default_mounts(shm_size: int = DEFAULT_SHM_SIZE, writable_sysfs: bool = Fals
         Mount("proc", "/proc", "proc", ("nosuid", "noexec", "nodev")),
         Mount("tmpfs", "/dev", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
         Mount("devpts", "/dev/pts", "devpts",
-              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
+              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+               # the tty group; a rootless namespace that maps only the user itself has none
+               *(("gid=5",) if userns.gid_mapped(5) else ()))),
         Mount("sysfs", "/sys", "sysfs", ("nosuid", "noexec", "nodev", "rw" if writable_sysfs else "ro")),
         Mount("mqueue", "/dev/mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
         Mount("shm", "/dev/shm", "tmpfs", ("nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size}")),

@@ -72,10 +72,11 @@ def _xattrs_of(target: bytes | int) -> tuple[list[tuple[bytes, bytes]], bool]:
     """
     out: list[tuple[bytes, bytes]] = []
     opaque = False
+    marker = _wh.opaque_xattr()
     for attr, value in _safefs.read_xattrs(target):
-        if attr == _wh.OVERLAY_OPAQUE_XATTR:
+        if attr == marker:
             opaque = value == b"y"
-        elif attr not in _SKIP_XATTRS_ON_WRITE and not attr.startswith("trusted.overlay."):
+        elif attr not in _SKIP_XATTRS_ON_WRITE and not attr.startswith(("trusted.overlay.", "user.overlay.")):
             out.append((os.fsencode(attr), value))
     return out, opaque
 

@@ -499,6 +499,7 @@ def _epoch_iso(epoch: int) -> str:
 def check_filesystem(root: Path) -> None:
     """Refuse a root that cannot hold overlay upper dirs: try a real overlay mount in it."""
     from pybuild.linux import mount as _mount
+    from pybuild.linux import userns
 
     f_type = _statfs_type(root)
     if f_type == OVERLAYFS_MAGIC:
@@ -508,10 +509,11 @@ def check_filesystem(root: Path) -> None:
     try:
         for sub in ("lower", "upper", "work", "merged"):
             (probe / sub).mkdir(parents=True, exist_ok=True)
+        kind = "user" if userns.rootless() else "trusted"
         try:
-            os.setxattr(probe / "upper", "trusted.pybuild.check", b"y")
+            os.setxattr(probe / "upper", f"{kind}.pybuild.check", b"y")
         except OSError as exc:
-            raise UnsupportedFilesystem(f"store root {root} does not support trusted xattrs ({exc.strerror})",
+            raise UnsupportedFilesystem(f"store root {root} does not support {kind} xattrs ({exc.strerror})",
                                         "overlay needs them for whiteouts; use --root on ext4, xfs or btrfs") from None
         try:
             _mount.mount_overlay(probe, ["lower"], "upper", "work", probe / "merged")

@@ -4,7 +4,8 @@ In a layer tar (OCI image-spec, as Docker writes it) a deleted ``name`` is an
 empty file ``.wh.name`` and an opaque directory (one whose lower contents are
 hidden) holds ``.wh..wh..opq``; other ``.wh..wh.`` names are AUFS metadata,
 ignored. In an overlay upper dir the same are a 0/0 character device and the
-``trusted.overlay.opaque=y`` xattr. This module converts between the two.
+``trusted.overlay.opaque=y`` xattr (``user.overlay.opaque`` for a rootless
+store, whose overlay mounts take ``userxattr``). This module converts between the two.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ WHITEOUT_PREFIX = b".wh."
 WHITEOUT_META_PREFIX = b".wh..wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+ROOTLESS_OPAQUE_XATTR = "user.overlay.opaque"
 # overlay's own xattrs: never taken from a tar, never written into one (but opaque, as the marker)
 OVERLAY_XATTR_PREFIXES = (b"trusted.overlay.", b"user.overlay.")
 
@@ -48,6 +50,13 @@ def make_overlay_whiteout(parent_fd: int, name: bytes) -> None:
     os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
 
 
+def opaque_xattr() -> str:
+    """The xattr overlay reads as "opaque" here: trusted.* as root, user.* in a user namespace."""
+    from pybuild.linux import userns
+
+    return ROOTLESS_OPAQUE_XATTR if userns.rootless() else OVERLAY_OPAQUE_XATTR
+
+
 def mark_opaque(dir_fd: int) -> None:
-    """Hide what lower layers hold in this directory (a trusted.* xattr: needs CAP_SYS_ADMIN)."""
-    os.setxattr(dir_fd, OVERLAY_OPAQUE_XATTR, b"y")
+    """Hide what lower layers hold in this directory (trusted.* needs CAP_SYS_ADMIN; rootless, user.*)."""
+    os.setxattr(dir_fd, opaque_xattr(), b"y")

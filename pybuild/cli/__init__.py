@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "umount": "pybuild.cli.images:umount_cmd",
     "prune": "pybuild.cli.images:prune_cmd",
     "system": "pybuild.cli.images:system_group",
+    "info": "pybuild.cli.images:info_cmd",
     "parse": "pybuild.cli.build:parse_cmd",
     "build": "pybuild.cli.build:build_cmd",
     "builder": "pybuild.cli.build:builder_group",
@@ -75,16 +76,72 @@ COMMANDS: dict[str, str] = {
 class Settings:
     """What the global options say; handed to every command."""
 
-    root: str
+    root_option: str | None = None
     debug: bool = False
     _store: Store | None = field(default=None, repr=False)
+    _root: str | None = field(default=None, repr=False)
 
-    def store(self) -> Store:
+    @property
+    def root(self) -> str:
+        """The store root: ``--root``, ``PYBUILD_ROOT``, else root's ``/var/lib/pybuild`` or the user's own."""
+        if self._root is None:
+            if self.root_option:
+                self._root = self.root_option
+            elif os.geteuid() == 0:
+                self._root = "/var/lib/pybuild"
+            else:
+                from pybuild.linux import userns
+
+                self._root = userns.default_store_root()
+        return self._root
+
+    def enter_namespace(self) -> None:
+        """As an ordinary user, move into the rootless user and mount namespace before the store is used.
+
+        As root, nothing. Called before a command starts any thread.
+        """
+        if os.geteuid() == 0:
+            return
+        from pybuild.linux import userns
+
+        root = self.root  # resolved with the user's own home and ids, before they all read as root
+        _check_own_store(root)
+        userns.enter(warn=lambda text: echo(f"pybuild: warning: {text}", err=True))
+        os.environ["PYBUILD_ROOT"] = root  # what we start (a monitor, a re-exec) uses the same store
+
+    def store(self, clean: bool = True) -> Store:
         if self._store is None:
             from pybuild.store.root import Store
 
-            self._store = Store.open(self.root)
+            self.enter_namespace()
+            self._store = Store.open(self.root, clean=clean)
         return self._store
+
+
+def _check_own_store(root: str) -> None:
+    """An ordinary user cannot use a store that someone else (root) owns: say so before anything fails."""
+    from pybuild.errors import RootlessError
+
+    path = os.path.abspath(root)
+    while True:
+        try:
+            st = os.stat(path)
+            break
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return
+            path = parent
+        except OSError as exc:
+            raise RootlessError(f"store root {root}: {exc.strerror}") from None
+    if path == os.path.abspath(root) and st.st_uid != os.getuid():
+        raise RootlessError(
+            f"store root {root} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})",
+            "as an ordinary user use a store of your own: leave out --root/PYBUILD_ROOT for "
+            "~/.local/share/pybuild, or run as root for this one")
+    if path != os.path.abspath(root) and not os.access(path, os.W_OK | os.X_OK):
+        raise RootlessError(f"cannot create store root {root}: {path} is not writable by you",
+                            "choose a store root under a directory of yours")
 
 
 class LazyGroup(Group):
@@ -102,14 +159,15 @@ class LazyGroup(Group):
 
 
 @group("pybuild", cls=LazyGroup)
-@option("--root", envvar="PYBUILD_ROOT", default="/var/lib/pybuild", show_default=True,
-        help="Store root directory (env PYBUILD_ROOT).")
+@option("--root", envvar="PYBUILD_ROOT", default=None,
+        help="Store root directory (env PYBUILD_ROOT; default /var/lib/pybuild, "
+             "or ~/.local/share/pybuild for an ordinary user).")
 @option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @version_option(package_name="pybuild", prog_name="pybuild")
 @pass_context
-def cli(ctx: Context, root: str, debug: bool) -> None:
+def cli(ctx: Context, root: str | None, debug: bool) -> None:
     """pybuild: a daemonless Dockerfile engine."""
-    ctx.obj = Settings(root=root, debug=debug)
+    ctx.obj = Settings(root_option=root, debug=debug)
 
 
 def default_to_build(args: list[str]) -> list[str]:

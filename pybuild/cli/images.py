@@ -1,9 +1,11 @@
-"""Image commands: import, images, tag, rmi, inspect, history, mount, umount, prune, system."""
+"""Image commands: import, images, tag, rmi, inspect, history, mount, umount, prune, system, info."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+from pathlib import Path
 
 from pybuild.cli import Settings, pass_settings, ui
 from pybuild.cli.cmdline import Choice, argument, command, echo, group, option
@@ -349,10 +351,9 @@ def system_df_cmd(settings: Settings) -> None:
 @pass_settings
 def system_check_cmd(settings: Settings, repair: bool) -> None:
     """Check the store for inconsistencies (missing links, blobs, layers, leftovers)."""
-    from pybuild.store.root import Store
 
     # opened without the usual cleanup of what killed processes left, so that it is reported
-    store = Store.open(settings.root, clean=False)
+    store = settings.store(clean=False)
     report = store.check(repair=repair)
     for name in abandoned_build_cgroups(store):
         report.add(f"cgroup of a killed build: {name}", repair and remove_build_cgroups([name]) == 1)
@@ -363,3 +364,101 @@ def system_check_cmd(settings: Settings, repair: bool) -> None:
         return
     raise PybuildError(f"{sum(not p.repaired for p in report.problems)} problem(s) found",
                        None if repair else "run 'pybuild system check --repair'")
+
+
+def _info_lines(settings: Settings) -> list[str]:
+    """``docker info``'s shape, for what pybuild has (no daemon: "Server" is this store and host)."""
+    import platform
+
+    from pybuild import __version__
+    from pybuild.linux import userns
+    from pybuild.runtime import cgroups
+    from pybuild.runtime.lifecycle import Runtime
+
+    store = settings.store()
+    runtime = Runtime(store)
+    states = [runtime.refresh(c) for c in runtime.containers.walk()]
+    running = sum(s.status == "running" for s in states)
+    paused = sum(s.status == "paused" for s in states)
+    rootless = userns.rootless()
+    try:
+        cgroup_version = cgroups.version().lstrip("v")
+    except PybuildError:
+        cgroup_version = "none"
+    cgroup_driver = "none" if rootless else "cgroupfs"
+    lines = [
+        "Client:",
+        f" Version:    {__version__}",
+        "",
+        "Server:",
+        f" Containers: {len(states)}",
+        f"  Running: {running}",
+        f"  Paused: {paused}",
+        f"  Stopped: {len(states) - running - paused}",
+        f" Images: {len(list(store.images.walk()))}",
+        " Storage Driver: overlay2",
+        f"  Backing Filesystem: {_backing_filesystem(store.root)}",
+        "  Supports d_type: true",
+        "  Using metacopy: false",
+        "  Native Overlay Diff: true",
+        f"  userxattr: {'true' if rootless else 'false'}",
+        f" Cgroup Driver: {cgroup_driver}",
+        f" Cgroup Version: {cgroup_version}",
+        " Security Options:",
+        "  seccomp",
+        "   Profile: builtin",
+    ]
+    if rootless:
+        lines.append("  rootless")
+    lines += [
+        f" Kernel Version: {platform.release()}",
+        f" Operating System: {_os_name()}",
+        f" Architecture: {platform.machine()}",
+        f" CPUs: {os.cpu_count() or 1}",
+        f" Total Memory: {ui.human_size(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))}",
+        f" Name: {platform.node()}",
+        f" Docker Root Dir: {store.root}",
+        f" Rootless: {'true' if rootless else 'false'}",
+    ]
+    if rootless:
+        uids = userns.read_map(Path("/proc/self/uid_map"))
+        gids = userns.read_map(Path("/proc/self/gid_map"))
+        lines += [f"  UID Map: {', '.join(f'{r.inside}:{r.outside}:{r.size}' for r in uids)}",
+                  f"  GID Map: {', '.join(f'{r.inside}:{r.outside}:{r.size}' for r in gids)}",
+                  "  Network: slirp4netns",
+                  "  Overlay: native overlayfs (userxattr)"]
+    return lines
+
+
+def _backing_filesystem(root: Path) -> str:
+    names = {0xEF53: "extfs", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs"}
+    from pybuild.store.root import _statfs_type
+
+    kind = _statfs_type(root)
+    return names.get(kind, hex(kind))
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.partition("=")[2].strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+@command("info")
+@pass_settings
+def info_cmd(settings: Settings) -> None:
+    """Display system-wide information: the store, the host, rootless or not."""
+    for line in _info_lines(settings):
+        echo(line)
+
+
+@system_group.command("info")
+@pass_settings
+def system_info_cmd(settings: Settings) -> None:
+    """Display system-wide information (as 'pybuild info')."""
+    for line in _info_lines(settings):
+        echo(line)

@@ -105,8 +105,13 @@ def overlay_options(lowers: Sequence[str], upper: str | None, work: str | None) 
         opts += f",upperdir={upper},workdir={work}"
     # No redirects or metacopy: a renamed directory must be copied up whole so
     # the upper dir alone is a complete changeset that can be tarred as a layer.
-    opts += ",redirect_dir=off,metacopy=off,index=off"
-    return opts
+    from pybuild.linux import userns
+
+    if userns.rootless():
+        # In a user namespace overlay keeps its marks in user.overlay.* (Linux 5.11); userxattr
+        # implies redirect_dir=nofollow (none made, none followed) and refuses an explicit "off".
+        return opts + ",metacopy=off,index=off,userxattr"
+    return opts + ",redirect_dir=off,metacopy=off,index=off"
 
 
 def mount_overlay(overlay_root: Path, lowers: Sequence[str], upper: str | None,

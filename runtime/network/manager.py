@@ -87,6 +87,17 @@ class Attachment:
             self.ownership.release()
 
 
+def open_manager(root: Path) -> NetworkManager:
+    """The networking of the store at ``root``: bridges as root, slirp4netns in a rootless namespace."""
+    from pybuild.linux import userns
+
+    if userns.rootless():
+        from .usermode import UserModeNetworkManager
+
+        return UserModeNetworkManager(root)
+    return NetworkManager(root)
+
+
 class NetworkManager:
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 
 def path_for(container_id: str) -> Path:
+    from pybuild.linux import userns
+
+    if userns.rootless():  # /run is root's; the user's namespace keeps its own under XDG_RUNTIME_DIR
+        return userns.runtime_dir() / "netns" / container_id
     return NETNS_DIR / container_id
 
 
