@@ -379,7 +379,7 @@ def test_cli_errors_and_help_without_a_store() -> None:
     assert "-h, --hostname string" in out.stdout
     out = _cli("--help")
     assert out.returncode == 0 and "Commands:" in out.stdout and "  network  " in out.stdout
-    assert "[default: /var/lib/pybuild]" in out.stdout
+    assert "default\n                     /var/lib/pybuild, or ~/.local/share/pybuild for an ordinary" in out.stdout
     out = _cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("pybuild, version ")
     out = _cli("network", "--help")
