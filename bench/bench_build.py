@@ -2,6 +2,10 @@
 """Build benchmark: `pybuild build` against Debian's `buildah bud --layers`, interleaved in one run.
 
 usage: bench/bench_build.py [--runs 5] [--workdir /var/tmp] [--big-assets-mib 256]
+                            [--tools pybuild,buildah,rootless]
+
+``--tools`` may add ``rootless``: pybuild run by an ordinary user the benchmark
+makes (and deletes), in its user namespace with slirp4netns, as a third tool.
 
 Makes the reference context with scripts/make-reference-context
 (multi-stage, 3,000 small files, 4 x 32 MiB assets, base busybox:latest)
@@ -273,6 +277,68 @@ class Pybuild(Tool):
         return [self.exe, "--root", str(self.store), "build", "-t", "ref:v1", str(context)]
 
 
+class RootlessPybuild(Pybuild):
+    """pybuild run by an ordinary user made for the benchmark (``useradd``, a subordinate range, ``setpriv``).
+
+    It runs Debian's /usr/bin/python3 from the venv of scripts/make-rootless-python
+    over a copy of the checkout laid out as installed, as the rootless tests do.
+    """
+
+    name = "rootless"
+
+    def __init__(self, work: Path, env: dict[str, str], base_tar: Path) -> None:
+        super().__init__(work, env, "", base_tar)
+        venv = Path("/var/tmp/pybuild-test-cache/rootless-venv")
+        sh(str(REPO / "scripts" / "make-rootless-python"), str(venv))
+        self.user = f"pbbench{os.getpid() % 100000}"
+        sh("useradd", "--create-home", "--shell", "/bin/sh", self.user)
+        import pwd
+
+        entry = pwd.getpwnam(self.user)
+        self.uid, self.gid, self.home = entry.pw_uid, entry.pw_gid, Path(entry.pw_dir)
+        if self.user not in Path("/etc/subuid").read_text():
+            raise SystemExit(f"useradd gave {self.user} no subordinate ids (SUB_UID_COUNT in /etc/login.defs)")
+        self.runtime = Path(f"/run/user/{self.uid}")
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        os.chown(self.runtime, self.uid, self.gid)
+        os.chmod(self.runtime, 0o700)
+        code = work / "rootless-code"
+        with open(REPO / "pyproject.toml", "rb") as f:
+            import tomllib
+
+            package_dirs: dict[str, str] = tomllib.load(f)["tool"]["setuptools"]["package-dir"]
+        for package, source in sorted(package_dirs.items()):
+            target = code.joinpath(*package.split("."))
+            if not target.exists():
+                shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        sh("chmod", "-R", "a+rX", str(code))
+        compileall.compile_dir(str(code), quiet=1)
+        self.base_copy = self.home / "busybox.tar"
+        shutil.copy(base_tar, self.base_copy)
+        self.env = {"HOME": str(self.home), "USER": self.user, "PATH": f"{venv}/bin:/usr/bin:/bin",
+                    "PYTHONPATH": str(code), "XDG_RUNTIME_DIR": str(self.runtime)}
+        self.prefix = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--",
+                       f"{venv}/bin/python", "-m", "pybuild"]
+        os.chmod(work, 0o755)  # the context lives here
+
+    def fresh_store(self, n: int) -> None:
+        self.store = self.home / f"pybuild-{n}"
+        sh(*self.prefix, "--root", str(self.store), "import", str(self.base_copy), "busybox:latest", env=self.env)
+
+    def build_cmd(self, context: Path) -> list[str]:
+        assert self.store is not None
+        return [*self.prefix, "--root", str(self.store), "build", "-t", "ref:v1", str(context)]
+
+    def close(self) -> None:
+        for _ in range(50):
+            subprocess.run(["pkill", "-KILL", "-u", str(self.uid)], capture_output=True)
+            if subprocess.run(["pgrep", "-u", str(self.uid)], capture_output=True).returncode != 0:
+                break
+            time.sleep(0.1)
+        subprocess.run(["userdel", "--force", "--remove", self.user], capture_output=True)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
 class Buildah(Tool):
     name = "buildah"
 
@@ -352,9 +418,21 @@ def report(results: Results, runs: int, big: tuple[int, list[tuple[str, Sample]]
         target = TARGETS[sc]
         met = "yes" if ratio <= target else ("no" if ratio == ratio else "?")
         print(f"| {sc} | {p:.2f} s | {b:.2f} s | {ratio:.2f}x | < {target:.1f}x | {met} |")
+    rl = results.samples.get("rootless", {})
+    if rl:
+        print()
+        print(f"### Rootless pybuild (an ordinary user) against rootful pybuild, median of {runs} interleaved runs")
+        print()
+        print("| scenario | rootful | rootless | rootless / rootful |")
+        print("| --- | --- | --- | --- |")
+        for sc in SCENARIOS:
+            p = med(py[sc], "seconds") if sc in py else float("nan")
+            r = med(rl[sc], "seconds") if sc in rl else float("nan")
+            print(f"| {sc} | {p:.2f} s | {r:.2f} s | {r / p if p == p and p else float('nan'):.2f}x |")
     print()
     print("all runs (s):")
-    named = [(name, results.samples[name]) for name in ("pybuild", "buildah") if name in results.samples]
+    named = [(name, results.samples[name]) for name in ("pybuild", "buildah", "rootless")
+             if name in results.samples]
     for name, per in named:
         for sc in SCENARIOS:
             if sc in per:
@@ -422,6 +500,8 @@ def main() -> None:
             tools.append(Pybuild(work, env, pybuild, work / "busybox.tar"))
         if "buildah" in tools_wanted:
             tools.append(Buildah(work, env, work / "busybox-oci.tar", args.storage_driver))
+        if "rootless" in tools_wanted:
+            tools.append(RootlessPybuild(work, env, work / "busybox.tar"))
         print(f"pybuild: {pybuild}; scratch {work}", file=sys.stderr)
 
         results = Results()
@@ -459,6 +539,9 @@ def main() -> None:
                 dump["big"] = {"assets_mib": big[0], "samples": {name: vars(s) for name, s in big[1]}}
             Path(args.json).write_text(json.dumps(dump, indent=1))
     finally:
+        for tool in locals().get("tools", []):
+            if isinstance(tool, RootlessPybuild):
+                tool.close()
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:
