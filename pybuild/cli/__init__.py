@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "prune": "pybuild.cli.images:prune_cmd",
     "system": "pybuild.cli.images:system_group",
     "info": "pybuild.cli.images:info_cmd",
+    "unshare": "pybuild.cli.rootless:unshare_cmd",
     "parse": "pybuild.cli.build:parse_cmd",
     "build": "pybuild.cli.build:build_cmd",
     "builder": "pybuild.cli.build:builder_group",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.registry.conftest import Registry, start_registry
+from tests.registry.conftest import PASSWORD, USER, Registry, start_registry, write_htpasswd
 from tests.rootless.conftest import User, WebHost
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,15 @@ RUN chown 1234:2345 /hello.txt && rm /bin/vi && mkdir -p /d/e && touch /d/e/f
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg  # type: ignore[misc]
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    work = tmp_path_factory.mktemp("registry-basic")
+    write_htpasswd(work / "htpasswd", {USER: PASSWORD})
+    reg = start_registry(work, f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {work / 'htpasswd'}\n")
     yield reg  # type: ignore[misc]
     reg.stop()
 
@@ -263,3 +272,39 @@ def test_info_says_rootless_and_overlay(clean_user: User) -> None:
     assert f"  UID Map: 0:{clean_user.uid}:1, 1:" in out
     assert " Cgroup Driver: none" in out
     assert f" Docker Root Dir: {clean_user.home / 'info-store'}" in out
+
+
+def test_login_push_pull_with_the_users_own_credentials(clean_user: User, user_busybox: Path,
+                                                        basic_registry: Registry) -> None:
+    user = clean_user
+    root = str(user.home / "auth-store")
+    user.run("--root", root, "import", str(user_busybox), "busybox:latest")
+    ref = f"{basic_registry.host}/rootless/bb:v1"
+    user.run("--root", root, "tag", "busybox:latest", ref)
+    refused = user.run("--root", root, "push", ref, check=False)
+    assert refused.returncode != 0 and "unauthorized" in refused.stderr.lower() + refused.stdout.lower()
+    user.run("login", "-u", USER, "--password-stdin", basic_registry.host, input=PASSWORD.encode())
+    config = user.home / ".docker" / "config.json"
+    assert basic_registry.host in json.loads(config.read_text())["auths"]
+    assert os.stat(config).st_uid == user.uid and stat.S_IMODE(os.stat(config).st_mode) == 0o600
+    user.run("--root", root, "push", ref)
+    other = str(user.home / "auth-store-2")
+    user.run("--root", other, "pull", ref)
+    assert ref.partition("/")[2].partition(":")[0] in user.run("--root", other, "images").stdout
+
+
+def test_unshare_runs_a_command_in_the_namespace(clean_user: User, user_busybox: Path) -> None:
+    user = clean_user
+    root = user.home / "unshare-store"
+    user.run("--root", str(root), "import", str(user_busybox), "busybox:latest")
+    path = user.run("--root", str(root), "mount", "busybox:latest").stdout.strip()
+    try:
+        inside = user.run("--root", str(root), "unshare", "sh", "-c",
+                          f'id -u; cat /proc/self/uid_map | head -1; ls {path}/bin/busybox; echo "$PYBUILD_ROOT"')
+        lines = inside.stdout.split("\n")
+        assert lines[0] == "0" and lines[1].split() == ["0", str(user.uid), "1"]
+        assert lines[2] == f"{path}/bin/busybox", "a 'pybuild mount' path is seen from inside the namespace"
+        assert lines[3] == str(root)
+        assert not os.path.exists(f"{path}/bin/busybox"), "the mount is not on the host"
+    finally:
+        user.run("--root", str(root), "umount", "busybox:latest")
