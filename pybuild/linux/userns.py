@@ -277,7 +277,8 @@ def _make_pause() -> tuple[int, IdMapping]:
             os.execv(sleep, [PAUSE_NAME, "infinity"])
         except BaseException as exc:  # noqa: BLE001 - reported through the pipe
             with contextlib.suppress(OSError):
-                os.write(to_parent_w, b"e" + str(exc).encode(errors="replace")[:1000])
+                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                os.write(to_parent_w, b"e" + text.encode(errors="replace")[:1000])
         os._exit(status)
     os.close(to_parent_w)
     os.close(to_child_r)
@@ -319,6 +320,11 @@ def _unshare_refused(reason: str) -> str:
     with contextlib.suppress(OSError):
         if Path("/proc/sys/user/max_user_namespaces").read_text().strip() == "0":
             text += ": set user.max_user_namespaces above 0"
+    with contextlib.suppress(OSError):
+        status = Path("/proc/self/status").read_text()
+        if "\nSeccomp:\t2" in status:
+            text += (": a seccomp filter forbids it (in a container: --security-opt seccomp=unconfined, "
+                     "or a profile that allows unshare and clone of user namespaces)")
     return text
 
 
