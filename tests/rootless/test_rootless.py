@@ -308,3 +308,26 @@ def test_unshare_runs_a_command_in_the_namespace(clean_user: User, user_busybox:
         assert not os.path.exists(f"{path}/bin/busybox"), "the mount is not on the host"
     finally:
         user.run("--root", str(root), "umount", "busybox:latest")
+
+
+def test_multi_stage_build_with_a_secret_and_the_cache(clean_user: User, user_busybox: Path) -> None:
+    user = clean_user
+    root = str(user.home / "stages-store")
+    user.run("--root", root, "import", str(user_busybox), "busybox:latest")
+    ctx = context(user, "stages", """\
+FROM busybox:latest AS tool
+RUN --mount=type=secret,id=token cp /run/secrets/token /token-copy && echo tool > /tool
+FROM busybox:latest
+COPY --from=tool /tool /token-copy /out/
+RUN --mount=type=bind,target=/ctx cat /ctx/hello.txt > /out/hello
+""")
+    secret = user.home / "token.txt"
+    secret.write_text("s3cret\n")
+    user.give(secret)
+    first = user.run("--root", root, "build", "--secret", f"id=token,src={secret}", "-t", "stages", str(ctx))
+    assert "3 steps: 0 cached, 3 built" in first.stdout + first.stderr
+    out = user.run("--root", root, "run", "--rm", "--network", "none", "stages", "sh", "-c",
+                   "cat /out/tool /out/token-copy /out/hello").stdout
+    assert out.splitlines() == ["tool", "s3cret", "hello"]
+    again = user.run("--root", root, "build", "--secret", f"id=token,src={secret}", "-t", "stages", str(ctx))
+    assert "3 steps: 3 cached, 0 built" in again.stdout + again.stderr
