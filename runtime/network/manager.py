@@ -230,7 +230,7 @@ class NetworkManager:
 
         Ports are bind-tested first: on any failure nothing is left configured.
         """
-        nft.nft_command()  # before anything is made
+        self._check_tools()  # before anything is made
         self._wait_for_owner(container_id, 10.0)
         with self.locked():
             self._reap()
@@ -240,15 +240,10 @@ class NetworkManager:
             try:
                 bound = tuple(reservations.reserve(ports))
                 net = self.network(network)
-                address = self.leases.lease(net, container_id)
-                ns_path = netns.path_for(container_id)
-                endpoint = Endpoint(
-                    container_id=container_id, name=name, hostname=hostname, network=net.name,
-                    user_defined=not net.builtin, bridge=net.bridge, address=str(address), gateway=net.gateway,
-                    mac=mac_for(address.ip), veth=f"pbv{container_id[:12]}", netns=str(ns_path),
-                    hosts_path=str(hosts_path), add_hosts=add_hosts, ports=bound)
+                endpoint = self._new_endpoint(net, container_id=container_id, name=name, hostname=hostname,
+                                              hosts_path=str(hosts_path), add_hosts=add_hosts, ports=bound)
                 atomic_write(self._record(container_id), json.dumps(endpoint.to_json()).encode(), durable=False)
-                self._plumb(net, endpoint)
+                self._plumb(net, endpoint, reservations)
                 self._write_hosts(net.name)
                 self._apply_rules()
             except BaseException:
@@ -262,7 +257,21 @@ class NetworkManager:
                 raise
         return Attachment(self, endpoint, ownership, reservations)
 
-    def _plumb(self, net: Network, endpoint: Endpoint) -> None:
+    def _check_tools(self) -> None:
+        nft.nft_command()
+
+    def _new_endpoint(self, net: Network, *, container_id: str, name: str, hostname: str, hosts_path: str,
+                      add_hosts: tuple[str, ...], ports: tuple[PortBinding, ...]) -> Endpoint:
+        """The endpoint a container gets on ``net``: a leased address and a veth. Caller holds the lock."""
+        address = self.leases.lease(net, container_id)
+        return Endpoint(
+            container_id=container_id, name=name, hostname=hostname, network=net.name,
+            user_defined=not net.builtin, bridge=net.bridge, address=str(address), gateway=net.gateway,
+            mac=mac_for(address.ip), veth=f"pbv{container_id[:12]}", netns=str(netns.path_for(container_id)),
+            hosts_path=hosts_path, add_hosts=add_hosts, ports=ports)
+
+    def _plumb(self, net: Network, endpoint: Endpoint, reservations: Reservations) -> None:
+        """Make the endpoint real: the bridge, the namespace, the veth (the reservations hold the ports)."""
         from .netlink import Netlink
 
         with Netlink() as nl:

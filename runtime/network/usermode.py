@@ -31,10 +31,9 @@ from pathlib import Path
 
 from pybuild.errors import NetworkError, RootlessError
 from pybuild.linux.fsutil import atomic_write
-from pybuild.store.locks import Ownership
 
 from . import netns
-from .manager import Attachment, Endpoint, NetworkManager
+from .manager import Endpoint, NetworkManager
 from .networks import DEFAULT_NETWORK, Network
 from .ports import PortBinding, Reservations
 
@@ -98,38 +97,21 @@ class UserModeNetworkManager(NetworkManager):
     def release(self, container_id: str) -> None:
         return None
 
-    def attach(self, *, container_id: str, name: str, hostname: str, network: str, ports: tuple[PortBinding, ...],
-               add_hosts: tuple[str, ...], hosts_path: Path) -> Attachment:
-        slirp = slirp4netns_command()
-        self._wait_for_owner(container_id, 10.0)
-        with self.locked():
-            self._reap()
-            ownership = Ownership(self._owner(container_id))
-            reservations = Reservations()
-            endpoint: Endpoint | None = None
-            try:
-                net = self.network(network)
-                # The bind test resolves "any port" and says "in use" clearly; slirp4netns binds them itself.
-                bound = tuple(reservations.reserve(ports))
-                reservations.close()
-                endpoint = Endpoint(
-                    container_id=container_id, name=name, hostname=hostname, network=net.name,
-                    user_defined=False, bridge="", address=ADDRESS, gateway=GATEWAY, mac="", veth=TAP,
-                    netns=str(netns.path_for(container_id)), hosts_path=str(hosts_path), add_hosts=add_hosts,
-                    ports=bound)
-                atomic_write(self._record(container_id), json.dumps(endpoint.to_json()).encode(), durable=False)
-                netns.create(Path(endpoint.netns))
-                self._start_slirp(slirp, endpoint)
-                self._write_hosts(net.name)
-            except BaseException:
-                try:
-                    if endpoint is not None:
-                        with contextlib.suppress(Exception):
-                            self._teardown(endpoint)
-                finally:
-                    ownership.release()
-                raise
-        return Attachment(self, endpoint, ownership, reservations)
+    def _check_tools(self) -> None:
+        slirp4netns_command()
+
+    def _new_endpoint(self, net: Network, *, container_id: str, name: str, hostname: str, hosts_path: str,
+                      add_hosts: tuple[str, ...], ports: tuple[PortBinding, ...]) -> Endpoint:
+        return Endpoint(
+            container_id=container_id, name=name, hostname=hostname, network=net.name, user_defined=False,
+            bridge="", address=ADDRESS, gateway=GATEWAY, mac="", veth=TAP,
+            netns=str(netns.path_for(container_id)), hosts_path=hosts_path, add_hosts=add_hosts, ports=ports)
+
+    def _plumb(self, net: Network, endpoint: Endpoint, reservations: Reservations) -> None:
+        # The bind test resolved "any port" and said "in use" clearly; slirp4netns binds them itself.
+        reservations.close()
+        netns.create(Path(endpoint.netns))
+        self._start_slirp(slirp4netns_command(), endpoint)
 
     def _api_socket(self, container_id: str) -> Path:
         # A socket path must fit sockaddr_un's 108 bytes: the short runtime dir, a 64-bit prefix of the id.

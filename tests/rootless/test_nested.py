@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.linux.fsutil import remove_tree
 from tests.builder.test_debian_e2e import CACHE, debian_tar  # noqa: F401 - the fixture
-from tests.conftest import REPO, Cli
+from tests.conftest import REPO, Cli, network_leftovers
 from tests.rootless.conftest import VENV
 
 pytestmark = pytest.mark.slow
@@ -54,13 +55,17 @@ def nested_image(tmp_path_factory: pytest.TempPathFactory, debian_tar: Path) -> 
     if not archive.exists():
         work = tmp_path_factory.mktemp("nested-image")
         cli = Cli(work / "store")
-        cli("import", str(debian_tar), "debian:bookworm")
-        (work / "ctx").mkdir()
-        shutil.copy(DOCKERFILE, work / "ctx" / "Dockerfile")
-        cli("build", "-q", "-t", "nested-builder:v1", str(work / "ctx"), timeout=900)
-        cli("save", "-o", str(archive.with_suffix(".tmp")), "nested-builder:v1")
-        archive.with_suffix(".tmp").rename(archive)
-        cli("rmi", "nested-builder:v1")
+        try:
+            cli("import", str(debian_tar), "debian:bookworm")
+            (work / "ctx").mkdir()
+            shutil.copy(DOCKERFILE, work / "ctx" / "Dockerfile")
+            cli("build", "-q", "-t", "nested-builder:v1", str(work / "ctx"), timeout=900)
+            cli("save", "-o", str(archive.with_suffix(".tmp")), "nested-builder:v1")
+            archive.with_suffix(".tmp").rename(archive)
+        finally:
+            # the apt-get step's bridge and nft table, and the store, go with this throw-away store
+            network_leftovers(cli.root, cleanup=True)
+            remove_tree(work)
     return archive
 
 
