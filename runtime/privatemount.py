@@ -101,7 +101,7 @@ def export_rootfs(out: BinaryIO, *, running_pid: int | None = None, overlay_root
             assert overlay_root is not None and lowers is not None
             mount_readonly_view(overlay_root, lowers, target)
         with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as sink:
-            write_layer(target, sink, Compression.NONE)
+            write_layer(target, sink, Compression.NONE, live=running_pid is not None)
 
     try:
         in_private_namespace(work)

@@ -81,10 +81,15 @@ def _xattrs_of(target: bytes | int) -> tuple[list[tuple[bytes, bytes]], bool]:
     return out, opaque
 
 
-def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None) -> None:
+def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None, live: bool = False) -> None:
     """Archive the tree below ``root``: iteratively, through directory descriptors (fsutil.walk), so
     neither its depth nor a symlink swapped in while it is read (a live container's root) can make
-    the tar hold something from outside it."""
+    the tar hold something from outside it.
+
+    With ``live`` the tree may change while it is read (a running container), as
+    GNU tar allows it: an entry that vanishes or is replaced before its header is
+    written is left out, and a file that shrinks is padded with zeros.
+    """
     links: dict[tuple[int, int], bytes] = {}
     open_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     rel = b""  # the entry being archived (an error names it): WalkEntry.rel is valid during its event only
@@ -126,21 +131,33 @@ def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None) -> None:
                 links[key] = rel
 
             if fmt == stat.S_IFREG:
-                fd = os.open(name, open_flags, dir_fd=entry.parent_fd)
+                try:
+                    fd = os.open(name, open_flags, dir_fd=entry.parent_fd)
+                except FileNotFoundError:
+                    if live:
+                        continue
+                    raise
                 try:
                     fst = os.fstat(fd)
                     if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
+                        if live:
+                            continue
                         raise LayerError(f"{_tf.show_name(rel)}: file changed while it was being read")
                     xattrs, _ = _xattrs_of(fd)
                     size = st.st_size
                     tw.write(_tf.entry_header(rel, perm, uid, gid, size, mtime, _tf.REGTYPE, xattrs=xattrs))
-                    tw.copy_file(fd, size, rel)
+                    tw.copy_file(fd, size, rel, pad_short=live)
                 finally:
                     os.close(fd)
                 continue
-            xattrs, _ = _xattrs_of(entry.proc_path)
+            try:
+                xattrs, _ = _xattrs_of(entry.proc_path)
+                target = os.readlink(name, dir_fd=entry.parent_fd) if fmt == stat.S_IFLNK else b""
+            except FileNotFoundError:
+                if live:
+                    continue
+                raise
             if fmt == stat.S_IFLNK:
-                target = os.readlink(name, dir_fd=entry.parent_fd)
                 tw.write(_tf.entry_header(rel, perm, uid, gid, 0, mtime, _tf.SYMTYPE, target, xattrs=xattrs))
             elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
                 typeflag = _tf.CHRTYPE if fmt == stat.S_IFCHR else _tf.BLKTYPE
@@ -161,11 +178,13 @@ def write_layer(
     compression: Compression = Compression.GZIP,
     *,
     source_date_epoch: int | None = None,
+    live: bool = False,
 ) -> LayerBlob:
     """Write ``src_dir`` (an overlay upper dir or a layer ``diff/`` dir) as a layer tar.
 
     The same tree always gives the same bytes. With ``source_date_epoch``,
     mtimes later than it are clamped to it. ``out`` is written to, not closed.
+    ``live``: the tree may change meanwhile (see :func:`_walk_into`).
     """
     root = os.fsencode(os.fspath(src_dir)).rstrip(b"/") or b"/"
     try:
@@ -183,7 +202,7 @@ def write_layer(
     plain = compression is Compression.NONE
     tw = _stream.TarWriter(compressor, threaded=not plain, hash_tar=not plain)
     try:
-        _walk_into(root or b"", tw, epoch)
+        _walk_into(root or b"", tw, epoch, live)
         tw.write(bytes(2 * _tf.BLOCK))  # end-of-archive marker
         tw.finish()
     except BaseException:

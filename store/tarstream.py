@@ -111,8 +111,11 @@ class TarWriter:
             if self._pos == BUF_SIZE:
                 self._flush()
 
-    def copy_file(self, fd: int, size: int, name: bytes) -> None:
-        """Append exactly ``size`` bytes read from ``fd``, then the block padding."""
+    def copy_file(self, fd: int, size: int, name: bytes, pad_short: bool = False) -> None:
+        """Append exactly ``size`` bytes read from ``fd``, then the block padding.
+
+        A file that ends early is an error, or with ``pad_short`` made up with zeros.
+        """
         remaining = size
         while remaining:
             if self._pos == BUF_SIZE:
@@ -120,7 +123,10 @@ class TarWriter:
             k = min(BUF_SIZE - self._pos, remaining)
             n = os.readv(fd, [self._view[self._pos:self._pos + k]])
             if n <= 0:
-                raise LayerError(f"{tarformat.show_name(name)}: file shrank while it was being read")
+                if not pad_short:
+                    raise LayerError(f"{tarformat.show_name(name)}: file shrank while it was being read")
+                self._view[self._pos:self._pos + k] = bytes(k)
+                n = k
             self._pos += n
             remaining -= n
         pad = -size % tarformat.BLOCK

@@ -638,3 +638,52 @@ def test_hostile_nul_in_pax_path(jail: tuple[Path, Path]) -> None:
     with pytest.raises(LayerError):
         apply_bytes(tar_bytes((info, data)), target)
     assert_canary(canary)
+
+
+def test_a_file_that_shrinks_is_an_error_unless_the_tree_is_live(tmp_path: Path) -> None:
+    """A layer is written from a tree that stands still, so a short read is an error; a running container's
+    export (``live``) makes the missing bytes up with zeros, as GNU tar does."""
+    from pybuild.store.compression import open_compressor
+    from pybuild.store.tarstream import TarWriter
+
+    short = tmp_path / "short"
+    short.write_bytes(b"abc")
+    fd = os.open(short, os.O_RDONLY)
+    try:
+        strict = TarWriter(open_compressor(io.BytesIO(), Compression.NONE), threaded=False, hash_tar=False)
+        with pytest.raises(LayerError, match="short: file shrank while it was being read"):
+            strict.copy_file(fd, 10, b"short")
+        os.lseek(fd, 0, os.SEEK_SET)
+        out = io.BytesIO()
+        padded = TarWriter(open_compressor(out, Compression.NONE), threaded=False, hash_tar=False)
+        padded.copy_file(fd, 10, b"short", pad_short=True)
+        padded.finish()
+    finally:
+        os.close(fd)
+    assert out.getvalue() == b"abc" + bytes(512 - 3)
+
+
+def test_a_live_tree_churning_while_it_is_archived(tmp_path: Path) -> None:
+    """Entries created, removed, replaced by links and truncated while a live tree is written: every tar
+    is whole and readable, and nothing outside the tree gets in."""
+    src = tmp_path / "live"
+    src.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host")
+    script = (f"cd {src}; while :; do for i in 1 2 3 4 5 6 7 8; do "
+              "mkdir -p d$i/e; head -c 20000 /dev/zero > d$i/e/f; ln -sf x l$i; : > d$i/e/f; "
+              f"rm -rf d$i; ln -s {outside} d$i; rm -f d$i l$i; echo $i > f$i; rm -f f$i; done; done")
+    churn = subprocess.Popen(["sh", "-c", script])
+    try:
+        for _ in range(30):
+            out = io.BytesIO()
+            write_layer(src, out, Compression.NONE, live=True)
+            with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+                for member in tf.getmembers():
+                    assert "secret" not in member.name
+                    if member.isfile():
+                        assert len(tf.extractfile(member).read()) == member.size  # type: ignore[union-attr]
+    finally:
+        churn.kill()
+        churn.wait()
