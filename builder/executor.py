@@ -35,6 +35,7 @@ from pybuild.store import reference as _reference
 from pybuild.store.buildcache import CacheRecord, SlotInputs
 from pybuild.store.images import Image, now_iso
 from pybuild.store.layers import Snapshot
+from pybuild.store.lowerview import is_dir_below
 from pybuild.store.model import ContainerConfig, HistoryEntry, ImageConfig, Platform
 from pybuild.store.root import ScratchDir, Store
 
@@ -63,7 +64,7 @@ from .plan import PROXY_ARGS, BuildPlan, PlannedStage, make_plan
 from .progress import BuildOutput
 from .runmounts import SecretSource
 from .runstep import BUILD_HOSTNAME, RunContext, RunStep
-from .snapshots import chain_lowers, is_dir_below, readonly_view, writable_snapshot
+from .snapshots import chain_lowers, readonly_view, writable_snapshot
 from .state import State
 
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

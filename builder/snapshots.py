@@ -6,9 +6,7 @@
 * :func:`readonly_view`: a stage's or image's layers mounted read-only, the
   source of ``COPY --from`` and ``RUN --mount=from=``; :func:`writable_view`
   the same with a throw-away upper (``RUN --mount=from=...,rw``).
-* :func:`exists_below` / :func:`is_dir_below`: whether a path exists (is a
-  directory reached without symlinks) in a chain, read from the layer
-  directories without mounting (whiteouts and opaque directories honoured).
+* :func:`remove_mount_stubs`: a RUN's mount points out of its layer.
 
 Mounts are made in the calling process's mount namespace and always undone
 in ``finally``; ``pybuild build`` runs in a private mount namespace of its
@@ -18,7 +16,6 @@ own, so even a killed build leaves nothing mounted on the host.
 from __future__ import annotations
 
 import contextlib
-import os
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -27,8 +24,7 @@ from pathlib import Path
 from pybuild.linux import mount as _mount
 from pybuild.linux.fsutil import remove_tree
 from pybuild.store.layers import LINK_DIR, LayerStore, Snapshot
-
-OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+from pybuild.store.lowerview import exists_below
 
 
 def chain_lowers(layers: LayerStore, chain_id: str | None) -> list[str]:
@@ -102,60 +98,6 @@ def writable_view(layers: LayerStore, chain_id: str | None, scratch: Path) -> It
         if mounted:
             _mount.umount(target, _mount.MNT_DETACH)  # raises rather than let the removal below reach in
         remove_tree(work)
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    for name in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _stat_below(overlay_root: Path, lowers: list[str], path: str, *, dirs_only: bool) -> bool:
-    parts = [p for p in path.split("/") if p and p != "."]
-    if not parts:
-        return True
-    for lower in lowers:
-        current = os.path.join(overlay_root, lower)
-        opaque_above = False
-        for i, part in enumerate(parts):
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except (FileNotFoundError, NotADirectoryError):
-                break  # perhaps in a layer further down
-            if _is_whiteout(st) or (dirs_only and not stat.S_ISDIR(st.st_mode)):
-                return False
-            if i == len(parts) - 1:
-                return True
-            if not stat.S_ISDIR(st.st_mode):
-                return False  # a file or (unfollowed) symlink on the way
-            if _is_opaque(current):
-                opaque_above = True  # layers further down are hidden below this directory
-        if opaque_above:
-            return False
-    return False
-
-
-def exists_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
-    """Whether ``path`` (absolute, symlinks not followed) exists in the merged view of ``lowers``."""
-    return _stat_below(overlay_root, lowers, path, dirs_only=False)
-
-
-def is_dir_below(overlay_root: Path, lowers: list[str], path: str) -> bool:
-    """Whether ``path`` is a directory reached without any symlink in the merged view of ``lowers``.
-
-    False means "look in a mounted view": the path is missing, or a symlink
-    (perhaps dangling, which WORKDIR must follow and create) is on the way.
-    """
-    return _stat_below(overlay_root, lowers, path, dirs_only=True)
 
 
 def remove_mount_stubs(diff: Path, overlay_root: Path, lowers: list[str], targets: list[str]) -> None:

@@ -45,7 +45,8 @@ def commit_container(runtime: Runtime, config: ContainerConfig, ref: _reference.
         with store.writing():
             with store.blobs.writer() as w:
                 blob = write_layer(store.layers.overlay / rw.mount_id / "diff", w,  # type: ignore[arg-type]
-                                   Compression.GZIP, live=state.status == RUNNING and not frozen)
+                                   Compression.GZIP, live=state.status == RUNNING and not frozen,
+                                   below=(store.layers.overlay, store.layers.lowers(rw.mount_id)))
                 digest = w.commit()
             with store.blobs.open(digest) as f:
                 layer = store.layers.register(f, base.top_chain_id, expected_diff_id=blob.diff_id)

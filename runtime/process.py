@@ -219,8 +219,9 @@ def spawn(spec: ContainerSpec, *, cgroup: Cgroup | None = None, stdin: Stdio = N
     def init_main(sync: unixsock.Socket) -> NoReturn:
         _container_init(spec, sync, timeout, program)
 
+    keep = () if spec.rootfs_mount_fd is None else (spec.rootfs_mount_fd,)
     return _launch(prepare, init_main, spec.process, cgroup, (stdin, stdout, stderr), timeout,
-                   die_with_parent)
+                   die_with_parent, keep)
 
 
 def enter(pid: int, process: ProcessSpec, *, capabilities: tuple[str, ...] = DEFAULT_CAPS,
@@ -278,7 +279,8 @@ def _fileno(value: Stdio) -> int | None:
 
 def _launch(prepare: Callable[[], None], init_main: Callable[[unixsock.Socket], NoReturn],
             process: ProcessSpec, cgroup: Cgroup | None, stdio: tuple[Stdio, Stdio, Stdio],
-            timeout: float, die_with_parent: bool) -> ContainerProcess:
+            timeout: float, die_with_parent: bool, keep_fds: tuple[int, ...] = ()) -> ContainerProcess:
+    """``keep_fds``: descriptors of the caller the init needs besides its stdio (a rootfs mount)."""
     fds = tuple(_fileno(s) for s in stdio)
     syscalls.cap_last_cap()  # read on the host, before any child is in the container
     deadline = time.monotonic() + timeout
@@ -288,7 +290,7 @@ def _launch(prepare: Callable[[], None], init_main: Callable[[unixsock.Socket], 
     shim = os.fork()
     if shim == 0:  # pragma: no cover - runs in the child
         _child(lambda: _shim_main(parent, ours, theirs, status_w, fds, process, prepare, init_main,
-                                  timeout, die_with_parent), theirs)
+                                  timeout, die_with_parent, keep_fds), theirs)
     theirs.close()
     os.close(status_w)
     proc: ContainerProcess | None = None
@@ -451,7 +453,7 @@ def _lockdown() -> None:
 def _shim_main(parent: int, ours: unixsock.Socket, sync: unixsock.Socket, status_w: int,
                fds: tuple[int | None, ...], process: ProcessSpec, prepare: Callable[[], None],
                init_main: Callable[[unixsock.Socket], NoReturn], timeout: float,
-               die_with_parent: bool) -> None:
+               die_with_parent: bool, keep_fds: tuple[int, ...] = ()) -> None:
     ours.close()
     _lockdown()
     # Keyboard and session signals are for the container (same process group),
@@ -469,7 +471,7 @@ def _shim_main(parent: int, ours: unixsock.Socket, sync: unixsock.Socket, status
     if stdio[0] is None and not process.stdin:
         stdio[0] = devnull
     _install_stdio(stdio)
-    _close_all_but({0, 1, 2, sync.fileno(), status_w, devnull})
+    _close_all_but({0, 1, 2, sync.fileno(), status_w, devnull, *keep_fds})
     prepare()
     init = os.fork()
     if init == 0:

@@ -448,7 +448,9 @@ def setup(spec: ContainerSpec) -> None:
         raise RootfsError(f"rootfs {spec.rootfs} is not a directory")
     try:
         _mount(None, "/", None, _m.MS_SLAVE | _m.MS_REC)
-        if spec.overlay is not None:
+        if spec.rootfs_mount_fd is not None:
+            _m.move_mount(spec.rootfs_mount_fd, root)
+        elif spec.overlay is not None:
             ov = spec.overlay
             _m.mount_overlay(ov.overlay_root, list(ov.lowers), ov.upper, ov.work, root)
         _mount(root, root, None, _m.MS_BIND | _m.MS_REC)

@@ -80,7 +80,8 @@ def execute(spec: ContainerSpec, *, cgroup_name: str, limits: cgroups.Limits | N
     limits = limits or cgroups.Limits()
     cg = cgroups.create(cgroup_name, limits, devices=spec.device_rules)
     try:
-        proc = spawn(spec, cgroup=cg, stdin=stdin, stdout=stdout, stderr=stderr, seccomp_cache=seccomp_cache)
+        with _rootfs_made_outside(spec) as spec:
+            proc = spawn(spec, cgroup=cg, stdin=stdin, stdout=stdout, stderr=stderr, seccomp_cache=seccomp_cache)
         try:
             if on_started is not None:
                 on_started(proc, cg)
@@ -92,6 +93,32 @@ def execute(spec: ContainerSpec, *, cgroup_name: str, limits: cgroups.Limits | N
         return RunResult(status, oom, limits.memory)
     finally:
         cg.remove()
+
+
+@contextlib.contextmanager
+def _rootfs_made_outside(spec: ContainerSpec) -> Iterator[ContainerSpec]:
+    """With fuse-overlayfs, the overlay is made here as a detached mount the container attaches: its daemon
+    must not run in the container's namespaces (where the container could kill or trace it)."""
+    from pybuild.linux import fuseoverlay
+
+    ov = spec.overlay
+    if ov is None or fuseoverlay.program() is None:
+        yield spec
+        return
+    from pybuild.errors import MountError
+    from pybuild.records import replace
+
+    from .rootfs import RootfsError
+
+    try:
+        fd = fuseoverlay.detached_mount([str(ov.overlay_root / p) for p in ov.lowers], str(ov.overlay_root / ov.upper),
+                                        str(ov.overlay_root / ov.work))
+    except MountError as exc:
+        raise RootfsError(f"cannot mount the rootfs {spec.rootfs}: {exc}") from None
+    try:
+        yield replace(spec, rootfs_mount_fd=fd)
+    finally:
+        os.close(fd)  # the container's namespace holds the mount now
 
 
 def write_err(text: str, stream: IO[str] | None = None) -> None:

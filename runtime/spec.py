@@ -225,6 +225,9 @@ class ContainerSpec:
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY
     init: Path | None = None
     overlay: OverlayRootfs | None = None
+    # The overlay already made, as a detached mount (fuse-overlayfs, made outside the container: see
+    # pybuild.linux.fuseoverlay): the container attaches this fd at ``rootfs`` instead of mounting ``overlay``.
+    rootfs_mount_fd: int | None = None
     # A network namespace to join (a bind-mounted nsfs file or /proc/PID/ns/net)
     # instead of a new empty one; ``network`` must then be "none".
     netns: str | None = None

@@ -72,16 +72,28 @@ def _xattrs_of(target: bytes | int) -> tuple[list[tuple[bytes, bytes]], bool]:
     """
     out: list[tuple[bytes, bytes]] = []
     opaque = False
-    marker = _wh.opaque_xattr()
+    markers = _wh.opaque_xattrs()
     for attr, value in _safefs.read_xattrs(target):
-        if attr == marker:
-            opaque = value == b"y"
-        elif attr not in _SKIP_XATTRS_ON_WRITE and not attr.startswith(("trusted.overlay.", "user.overlay.")):
+        if attr in markers:
+            opaque = opaque or value == b"y"
+        elif attr not in _SKIP_XATTRS_ON_WRITE and not os.fsencode(attr).startswith(_wh.OVERLAY_XATTR_PREFIXES):
             out.append((os.fsencode(attr), value))
     return out, opaque
 
 
-def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None, live: bool = False) -> None:
+def _has_marker_file(dir_fd: int) -> bool:
+    """Whether a directory of a fuse-overlayfs upper dir holds its ``.wh..wh..opq`` opaque mark."""
+    try:
+        return stat.S_ISREG(os.stat(_wh.WHITEOUT_OPAQUE, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+Below = tuple[Path, list[str]]  # the overlay root and the lower dirs (nearest first) a layer dir was written over
+
+
+def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None, live: bool = False,
+               below: Below | None = None) -> None:
     """Archive the tree below ``root``: iteratively, through directory descriptors (fsutil.walk), so
     neither its depth nor a symlink swapped in while it is read (a live container's root) can make
     the tar hold something from outside it.
@@ -89,8 +101,22 @@ def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None, live: bool
     With ``live`` the tree may change while it is read (a running container), as
     GNU tar allows it: an entry that vanishes or is replaced before its header is
     written is left out, and a file that shrinks is padded with zeros.
+
+    fuse-overlayfs marks more than the kernel: every new directory opaque (an
+    xattr and a ``.wh..wh..opq`` file), whiteouts of its own ``.wh.`` names.
+    Given ``below``, its upper dir is written as the kernel's would be, so a
+    layer's bytes do not depend on the overlay that made it: a whiteout or an
+    opaque mark is kept only where the lower dirs hold something it hides.
     """
     links: dict[tuple[int, int], bytes] = {}
+    marker_files = _wh.fuse_overlay()  # fuse-overlayfs may mark an opaque directory with a .wh..wh..opq file
+
+    def hides(rel: bytes) -> bool:
+        if below is None:
+            return True
+        from .lowerview import exists_below
+
+        return exists_below(below[0], below[1], "/" + os.fsdecode(rel))
     open_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     rel = b""  # the entry being archived (an error names it): WalkEntry.rel is valid during its event only
     try:
@@ -108,14 +134,20 @@ def _walk_into(root: bytes, tw: _stream.TarWriter, epoch: int | None, live: bool
             reldir = rel[: len(rel) - len(name)]
 
             if _wh.is_overlay_whiteout(st):
+                if marker_files and (name.startswith(_wh.WHITEOUT_PREFIX) or not hides(rel)):
+                    continue  # fuse-overlayfs's own bookkeeping, or a whiteout of nothing
                 # -> .wh.<name> (an empty regular file), as moby does
                 tw.write(_tf.entry_header(_wh.tar_name(reldir, name), 0o600, uid, gid, 0, mtime, _tf.REGTYPE))
                 continue
             if fmt == stat.S_IFSOCK:
                 continue  # sockets cannot be archived (tar skips them too)
+            if marker_files and name == _wh.WHITEOUT_OPAQUE and fmt == stat.S_IFREG:
+                continue  # written with its directory
 
             if event == ENTER:
                 xattrs, opaque = _xattrs_of(entry.fd)
+                if marker_files:
+                    opaque = (opaque or _has_marker_file(entry.fd)) and hides(rel)
                 tw.write(_tf.entry_header(rel + b"/", perm, uid, gid, 0, mtime, _tf.DIRTYPE, xattrs=xattrs))
                 if opaque:
                     tw.write(_tf.entry_header(rel + b"/" + _wh.WHITEOUT_OPAQUE, perm & 0o777, uid, gid, 0,
@@ -179,12 +211,14 @@ def write_layer(
     *,
     source_date_epoch: int | None = None,
     live: bool = False,
+    below: Below | None = None,
 ) -> LayerBlob:
     """Write ``src_dir`` (an overlay upper dir or a layer ``diff/`` dir) as a layer tar.
 
     The same tree always gives the same bytes. With ``source_date_epoch``,
     mtimes later than it are clamped to it. ``out`` is written to, not closed.
-    ``live``: the tree may change meanwhile (see :func:`_walk_into`).
+    ``live``: the tree may change meanwhile; ``below``: the lower dirs of an
+    upper dir (both: see :func:`_walk_into`).
     """
     root = os.fsencode(os.fspath(src_dir)).rstrip(b"/") or b"/"
     try:
@@ -202,7 +236,7 @@ def write_layer(
     plain = compression is Compression.NONE
     tw = _stream.TarWriter(compressor, threaded=not plain, hash_tar=not plain)
     try:
-        _walk_into(root or b"", tw, epoch, live)
+        _walk_into(root or b"", tw, epoch, live, below)
         tw.write(bytes(2 * _tf.BLOCK))  # end-of-archive marker
         tw.finish()
     except BaseException:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ROOT = "/var/lib/pybuild"
 FORMAT_VERSION = "1"
+MOUNT_PROGRAM_FILE = "mount-program"  # present when the store's overlays are fuse-overlayfs's
 OVERLAYFS_MAGIC = 0x794C7630
 
 _SUBDIRS = ("tmp", "blobs/sha256", "overlay2/l", "layerdb/sha256", "layerdb/mounts",
@@ -169,22 +170,52 @@ class Store:
     # ---- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str] | None = None, *, clean: bool = True) -> Store:
+    def open(cls, root: str | os.PathLike[str] | None = None, *, clean: bool = True,
+             mount_program: str | None = None) -> Store:
         """Open (initialising if needed) the store at ``root``.
 
         ``clean`` (the default) removes what killed processes left first; only
         ``system check`` opens without it, to report those leftovers.
+        ``mount_program`` (podman's ``overlay.mount_program``) chooses the
+        overlay of a new store: a fuse-overlayfs path, or "" for the kernel's;
+        None picks the kernel's where it works (rootless: else fuse-overlayfs).
         """
         path = Path(root or os.environ.get("PYBUILD_ROOT") or DEFAULT_ROOT).absolute()
         store = cls(path)
         marker = path / "version"
         if not marker.exists():
-            store._initialise()
+            store._initialise(mount_program)
+        store._use_mount_program(mount_program)
         if clean:
             store.clean_abandoned()
         return store
 
-    def _initialise(self) -> None:
+    @property
+    def mount_program(self) -> str | None:
+        """The overlay this store was made for: "fuse-overlayfs", or None for the kernel's."""
+        try:
+            return (self.root / MOUNT_PROGRAM_FILE).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _use_mount_program(self, asked: str | None) -> None:
+        from pybuild.linux import fuseoverlay
+
+        made_for = self.mount_program
+        if asked is not None and (asked != "") != (made_for is not None):
+            raise StoreError(f"store {self.root} was made for {made_for or 'the kernel overlay'}; "
+                             f"overlay.mount_program={asked} applies to a new store only",
+                             "leave the option out, or remove the store (pybuild system reset)")
+        if made_for is None:
+            fuseoverlay.use(None)
+            return
+        program = asked or fuseoverlay.find()
+        if program is None:
+            raise StoreError(f"store {self.root} uses fuse-overlayfs, which is not installed",
+                             "apt-get install fuse-overlayfs")
+        fuseoverlay.use(program)
+
+    def _initialise(self, mount_program: str | None = None) -> None:
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -192,11 +223,13 @@ class Store:
         with locked(self.root / "init.lock"):
             if (self.root / "version").exists():
                 return
-            check_filesystem(self.root)
+            program = choose_overlay(self.root, mount_program)
             os.chmod(self.root, 0o700)
             for sub in _SUBDIRS:
                 (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.root / "overlay2", 0o710)
+            if program is not None:
+                atomic_write(self.root / MOUNT_PROGRAM_FILE, fuseoverlay_name().encode(), 0o600)
             atomic_write(self.root / "version", FORMAT_VERSION.encode(), 0o600)
 
     @contextlib.contextmanager
@@ -273,7 +306,9 @@ class Store:
             raise PybuildError(f"unknown compression {compression!r}", "use gzip or zstd")
         try:
             with self.blobs.writer() as w:
-                blob = write_layer(snap.diff_dir, w, comp, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
+                below = (self.layers.overlay, self.layers.lowers(snap.cache_id))
+                blob = write_layer(snap.diff_dir, w, comp, source_date_epoch=source_date_epoch,  # type: ignore[arg-type]
+                                   below=below)
                 dgst = w.commit()
             _digest.verify(blob.digest, dgst, "layer blob")
         except BaseException:
@@ -496,8 +531,53 @@ def _epoch_iso(epoch: int) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_filesystem(root: Path) -> None:
-    """Refuse a root that cannot hold overlay upper dirs: try a real overlay mount in it."""
+def fuseoverlay_name() -> str:
+    from pybuild.linux import fuseoverlay
+
+    return fuseoverlay.PROGRAM
+
+
+def choose_overlay(root: Path, mount_program: str | None) -> str | None:
+    """The overlay a new store at ``root`` uses: None for the kernel's, else the fuse-overlayfs to run.
+
+    ``mount_program`` as for :meth:`Store.open`. Rootless, where the kernel
+    refuses an overlay here (an upper dir on overlayfs: a store inside a
+    container), fuse-overlayfs is taken when it can run; as root, the
+    kernel's or nothing (its daemon's lifetime relies on the rootless pause process).
+    """
+    from pybuild.linux import fuseoverlay, userns
+
+    if mount_program and not userns.rootless():
+        raise UnsupportedFilesystem("overlay.mount_program is for rootless stores",
+                                    "as root the kernel's overlay is used; leave the option out")
+    if mount_program:
+        if not os.access(mount_program, os.X_OK):
+            raise UnsupportedFilesystem(f"overlay.mount_program {mount_program} is not an executable",
+                                        "apt-get install fuse-overlayfs")
+        check_filesystem(root, mount_program)
+        return mount_program
+    try:
+        check_filesystem(root)
+        return None
+    except UnsupportedFilesystem as native:
+        if mount_program == "" or not userns.rootless():
+            raise
+        why_not = fuseoverlay.usable()
+        if why_not is not None:
+            raise UnsupportedFilesystem(f"{native.message}, and fuse-overlayfs cannot stand in: {why_not}",
+                                        native.hint) from None
+        program = fuseoverlay.find()
+        assert program is not None
+        check_filesystem(root, program)
+        return program
+
+
+def check_filesystem(root: Path, mount_program: str | None = None) -> None:
+    """Refuse a root that cannot hold overlay upper dirs: try a real overlay mount in it (with
+    ``mount_program``, fuse-overlayfs's)."""
+    if mount_program is not None:
+        _check_fuse_overlay(root, mount_program)
+        return
     from pybuild.linux import mount as _mount
     from pybuild.linux import userns
 
@@ -522,6 +602,36 @@ def check_filesystem(root: Path) -> None:
                                         "use --root on ext4, xfs or btrfs, as root") from None
         _mount.umount(probe / "merged")
     finally:
+        remove_tree(probe)
+
+
+def _check_fuse_overlay(root: Path, program: str) -> None:
+    """A fuse-overlayfs mount of a probe in ``root`` that takes a write, never attached anywhere."""
+    from pybuild.linux import fuseoverlay
+
+    why_not = fuseoverlay.usable()
+    if why_not is not None:
+        raise UnsupportedFilesystem(f"fuse-overlayfs cannot be used: {why_not}")
+    probe = root / f".fscheck-{os.getpid()}"
+    previous = fuseoverlay.program()
+    try:
+        for sub in ("lower", "upper", "work"):
+            (probe / sub).mkdir(parents=True, exist_ok=True)
+        fuseoverlay.use(program)
+        try:
+            fd = fuseoverlay.detached_mount([str(probe / "lower")], str(probe / "upper"), str(probe / "work"))
+            try:
+                os.close(os.open("written", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=fd))
+            finally:
+                os.close(fd)
+        except (PybuildError, OSError) as exc:
+            detail = exc.message if isinstance(exc, PybuildError) else exc.strerror
+            raise UnsupportedFilesystem(f"store root {root} cannot hold fuse-overlayfs upper dirs ({detail})",
+                                        "use --root on ext4, xfs or btrfs") from None
+        if not (probe / "upper" / "written").exists():
+            raise UnsupportedFilesystem(f"fuse-overlayfs did not write into {probe / 'upper'}")
+    finally:
+        fuseoverlay.use(previous)
         remove_tree(probe)
 
 

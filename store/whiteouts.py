@@ -5,7 +5,10 @@ empty file ``.wh.name`` and an opaque directory (one whose lower contents are
 hidden) holds ``.wh..wh..opq``; other ``.wh..wh.`` names are AUFS metadata,
 ignored. In an overlay upper dir the same are a 0/0 character device and the
 ``trusted.overlay.opaque=y`` xattr (``user.overlay.opaque`` for a rootless
-store, whose overlay mounts take ``userxattr``). This module converts between the two.
+store, whose overlay mounts take ``userxattr``). fuse-overlayfs, where a rootless
+store uses it, reads all of those, and marks an opaque directory with its own
+``user.fuseoverlayfs.opaque`` or, failing xattrs, a ``.wh..wh..opq`` file.
+This module converts between the two.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ WHITEOUT_META_PREFIX = b".wh..wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 ROOTLESS_OPAQUE_XATTR = "user.overlay.opaque"
-# overlay's own xattrs: never taken from a tar, never written into one (but opaque, as the marker)
-OVERLAY_XATTR_PREFIXES = (b"trusted.overlay.", b"user.overlay.")
+FUSE_OPAQUE_XATTR = "user.fuseoverlayfs.opaque"
+# the overlays' own xattrs: never taken from a tar, never written into one (but opaque, as the marker)
+OVERLAY_XATTR_PREFIXES = (b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.")
 
 OPAQUE, META, WHITEOUT = "opaque", "meta", "whiteout"
 
@@ -55,6 +59,20 @@ def opaque_xattr() -> str:
     from pybuild.linux import userns
 
     return ROOTLESS_OPAQUE_XATTR if userns.rootless() else OVERLAY_OPAQUE_XATTR
+
+
+def fuse_overlay() -> bool:
+    """Whether this store's overlays are fuse-overlayfs's (which read more marks than the kernel)."""
+    from pybuild.linux import fuseoverlay
+
+    return fuseoverlay.program() is not None
+
+
+def opaque_xattrs() -> tuple[str, ...]:
+    """The xattrs the overlay in use reads as "opaque" in an upper dir (only those: what the container saw)."""
+    if fuse_overlay():
+        return (OVERLAY_OPAQUE_XATTR, ROOTLESS_OPAQUE_XATTR, FUSE_OPAQUE_XATTR)
+    return (opaque_xattr(),)
 
 
 def mark_opaque(dir_fd: int) -> None:

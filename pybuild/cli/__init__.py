@@ -22,7 +22,7 @@ from pybuild.cli.cmdline import (
     pass_obj,
     version_option,
 )
-from pybuild.errors import PybuildError
+from pybuild.errors import PybuildError, UsageError
 from pybuild.records import field, record
 
 TYPE_CHECKING = False
@@ -79,6 +79,7 @@ class Settings:
 
     root_option: str | None = None
     debug: bool = False
+    storage_opts: tuple[str, ...] = ()
     _store: Store | None = field(default=None, repr=False)
     _root: str | None = field(default=None, repr=False)
 
@@ -114,9 +115,21 @@ class Settings:
         if self._store is None:
             from pybuild.store.root import Store
 
+            program = _mount_program(self.storage_opts)
             self.enter_namespace()
-            self._store = Store.open(self.root, clean=clean)
+            self._store = Store.open(self.root, clean=clean, mount_program=program)
         return self._store
+
+
+def _mount_program(storage_opts: tuple[str, ...]) -> str | None:
+    """``--storage-opt overlay.mount_program=PATH`` (podman's; empty: the kernel's overlay)."""
+    program = None
+    for opt in storage_opts:
+        key, sep, value = opt.partition("=")
+        if not sep or key.strip() not in ("overlay.mount_program", "mount_program"):
+            raise UsageError(f"unknown storage option {opt!r}", "supported: overlay.mount_program=PATH")
+        program = value.strip()
+    return program
 
 
 def _check_own_store(root: str) -> None:
@@ -163,21 +176,24 @@ class LazyGroup(Group):
 @option("--root", envvar="PYBUILD_ROOT", default=None,
         help="Store root directory (env PYBUILD_ROOT; default /var/lib/pybuild, "
              "or ~/.local/share/pybuild for an ordinary user).")
+@option("--storage-opt", "storage_opts", multiple=True, metavar="KEY=VALUE",
+        help="For a new store: overlay.mount_program=/usr/bin/fuse-overlayfs (rootless), or empty for "
+             "the kernel's overlay.")
 @option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @version_option(package_name="pybuild", prog_name="pybuild")
 @pass_context
-def cli(ctx: Context, root: str | None, debug: bool) -> None:
+def cli(ctx: Context, root: str | None, storage_opts: tuple[str, ...], debug: bool) -> None:
     """pybuild: a daemonless Dockerfile engine."""
-    ctx.obj = Settings(root_option=root, debug=debug)
+    ctx.obj = Settings(root_option=root, debug=debug, storage_opts=storage_opts)
 
 
 def default_to_build(args: list[str]) -> list[str]:
     """``pybuild -t app:v1 .`` is ``pybuild build -t app:v1 .``, as CI scripts write it."""
     i = 0
     while i < len(args):
-        if args[i] == "--root":
+        if args[i] in ("--root", "--storage-opt"):
             i += 2
-        elif args[i].startswith("--root=") or args[i] == "--debug":
+        elif args[i].startswith(("--root=", "--storage-opt=")) or args[i] == "--debug":
             i += 1
         else:
             break

@@ -381,6 +381,9 @@ def _info_lines(settings: Settings) -> list[str]:
     running = sum(s.status == "running" for s in states)
     paused = sum(s.status == "paused" for s in states)
     rootless = userns.rootless()
+    from pybuild.linux import fuseoverlay
+
+    mount_program = fuseoverlay.program()
     try:
         cgroup_version = cgroups.version().lstrip("v")
     except PybuildError:
@@ -400,8 +403,9 @@ def _info_lines(settings: Settings) -> list[str]:
         f"  Backing Filesystem: {_backing_filesystem(store.root)}",
         "  Supports d_type: true",
         "  Using metacopy: false",
-        "  Native Overlay Diff: true",
-        f"  userxattr: {'true' if rootless else 'false'}",
+        f"  Native Overlay Diff: {'false' if mount_program else 'true'}",
+        f"  userxattr: {'true' if rootless and not mount_program else 'false'}",
+        *([f"  Mount Program: {mount_program}"] if mount_program else []),
         f" Cgroup Driver: {cgroup_driver}",
         f" Cgroup Version: {cgroup_version}",
         " Security Options:",
@@ -426,7 +430,7 @@ def _info_lines(settings: Settings) -> list[str]:
         lines += [f"  UID Map: {', '.join(f'{r.inside}:{r.outside}:{r.size}' for r in uids)}",
                   f"  GID Map: {', '.join(f'{r.inside}:{r.outside}:{r.size}' for r in gids)}",
                   "  Network: slirp4netns",
-                  "  Overlay: native overlayfs (userxattr)"]
+                  f"  Overlay: {'fuse-overlayfs' if mount_program else 'native overlayfs (userxattr)'}"]
     return lines
 
 

@@ -118,8 +118,16 @@ def mount_overlay(overlay_root: Path, lowers: Sequence[str], upper: str | None,
                   work: str | None, target: Path | str, readonly: bool = False) -> None:
     """Mount an overlay whose lower/upper/work paths are given relative to ``overlay_root``.
 
-    ``lowers`` are nearest first, e.g. ``["l/ABC", "l/DEF"]``.
+    ``lowers`` are nearest first, e.g. ``["l/ABC", "l/DEF"]``. Where the
+    store uses fuse-overlayfs (:mod:`fuseoverlay`), it serves the mount.
     """
+    from . import fuseoverlay
+
+    if fuseoverlay.program() is not None:
+        fuseoverlay.mount([str(overlay_root / p) for p in lowers],
+                          None if upper is None else str(overlay_root / upper),
+                          None if work is None else str(overlay_root / work), target, readonly=readonly)
+        return
     flags = MS_RDONLY if readonly else 0
     absolute = overlay_options([str(overlay_root / p) for p in lowers],
                                None if upper is None else str(overlay_root / upper),

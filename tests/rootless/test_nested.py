@@ -7,8 +7,9 @@ an unmasked /proc (``--security-opt systempaths=unconfined``: the kernel lets a
 user namespace mount a new proc only where no part of /proc is covered),
 newuidmap/newgidmap with file capabilities rather than setuid root (the image
 of ``testdata/rootless/Dockerfile.nested``, as podman's own image does), a
-store on a volume (overlay upper dirs cannot live on the container's overlay
-root) and ``--device /dev/net/tun`` for slirp4netns.
+store on a volume (the kernel's overlay upper dirs cannot live on the
+container's overlay root) or else fuse-overlayfs and ``--device /dev/fuse``,
+and ``--device /dev/net/tun`` for slirp4netns.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ set -e
 useradd -m builder
 U=$(id -u builder)
 mkdir -p /run/user/$U && chown builder /run/user/$U && chmod 700 /run/user/$U
-chown builder /store
+mkdir -p /store && chown builder /store
 cp -r /work/inner /work/busybox.tar /home/builder/ && chown -R builder /home/builder
 setpriv --reuid=$U --regid=$U --init-groups -- env HOME=/home/builder XDG_RUNTIME_DIR=/run/user/$U \\
     PYTHONPATH=/opt/code PATH=/opt/venv/bin:/usr/bin:/bin sh -c '
@@ -42,7 +43,7 @@ cd $HOME
 python -m pybuild --root /store/s import busybox.tar busybox:latest >/dev/null
 python -m pybuild --root /store/s build -q -t inner:v1 inner >/dev/null
 python -m pybuild --root /store/s run --rm inner:v1 sh -c "cat /uid; stat -c %u:%g /uid; ip -o -4 addr show tap0"
-python -m pybuild --root /store/s info | grep " Rootless:"
+python -m pybuild --root /store/s info | grep -E " Rootless:|  Overlay:"
 '
 """
 
@@ -85,11 +86,21 @@ def test_rootless_build_inside_an_unprivileged_container(cli: Cli, nested_image:
                "--security-opt", "systempaths=unconfined", *mounts,
                "nested-builder:v1", "sh", "/work/inside.sh", timeout=300)
     out = done.stdout.splitlines()
-    assert len(out) == 4, done.stdout + done.stderr
+    assert len(out) == 5, done.stdout + done.stderr
     assert out[0] == "0", "RUN is root of the inner user namespace"
     assert out[1] == "1234:2345", "the inner namespace maps the container user's subordinate ids"
     assert "10.0.2.100/24" in out[2], "slirp4netns serves the inner container"
     assert out[3] == " Rootless: true"
+    assert out[4] == "  Overlay: native overlayfs (userxattr)"
+
+    # no volume: the store is on the container's own overlay root, where the kernel refuses an upper dir
+    on_root = cli("run", "--rm", "--device", "/dev/net/tun", "--device", "/dev/fuse",
+                  "--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined",
+                  *mounts[:-2], "nested-builder:v1", "sh", "/work/inside.sh", timeout=300)
+    out = on_root.stdout.splitlines()
+    assert len(out) == 5, on_root.stdout + on_root.stderr
+    assert out[:2] == ["0", "1234:2345"]
+    assert out[4] == "  Overlay: fuse-overlayfs", "fuse-overlayfs stands in for the refused native overlay"
 
     refused = cli("run", "--rm", *mounts, "nested-builder:v1", "sh", "/work/inside.sh", check=False)
     assert refused.returncode != 0
