@@ -1113,7 +1113,7 @@ def create(name: str, limits: Limits, version: str | None = None, *, root: Path 
 def open_existing(name: str, version: str | None = None, *, root: Path | None = None) -> Cgroup:
     """The existing cgroup ``name``; on a hybrid host found in the chosen hierarchies or else the others."""
     if root is None and _rootless():
-        return NoCgroup(name)
+        return _delegated_existing(name) or NoCgroup(name)
     group = _make(name, version, root)
     if group.exists():
         return group
@@ -1140,8 +1140,8 @@ def _rootless() -> bool:
 class NoCgroup(Cgroup):
     """A rootless container's stand-in for a cgroup: it has none.
 
-    An ordinary user can make cgroups only in a cgroup v2 subtree delegated to
-    it; without limits a rootless container needs none (its PID namespace
+    An ordinary user can make cgroups only in a subtree delegated to it, used
+    for containers with limits; without limits a rootless container needs none (its PID namespace
     holds its processes: they die with its init), so it gets this. Freezing
     and statistics need a real cgroup and say so.
     """
@@ -1160,7 +1160,7 @@ class NoCgroup(Cgroup):
 
     def stats(self) -> Stats:
         raise ContainerError("statistics need a cgroup: this rootless container runs without one",
-                             "rootless containers get cgroups only from a delegated cgroup v2 subtree")
+                             "a rootless container gets a cgroup only with limits, in a subtree delegated to you")
 
     def oom_killed(self) -> bool:
         return False
@@ -1170,7 +1170,7 @@ class NoCgroup(Cgroup):
 
     def freeze(self) -> None:
         raise ContainerError("pause needs a cgroup freezer: this rootless container runs without a cgroup",
-                             "rootless containers get cgroups only from a delegated cgroup v2 subtree")
+                             "a rootless container gets a cgroup only with limits, in a subtree delegated to you")
 
     def thaw(self) -> None:
         return None
@@ -1180,23 +1180,121 @@ class NoCgroup(Cgroup):
 
 
 def _rootless_cgroup(name: str, limits: Limits) -> Cgroup:
-    """Rootless: no cgroup without limits; with limits, the delegated subtree they need, or a clear refusal."""
-    check_rootless_limits(limits)
-    return NoCgroup(name)
+    """Rootless: no cgroup without limits; with limits, one in the subtree delegated to the user, or a
+    clear refusal (never silently unlimited)."""
+    if limits == Limits():
+        return NoCgroup(name)
+    required = _required_v2(limits)
+    group = _delegated(name, required)
+    if group is None:
+        raise _delegation_error(sorted(required))
+    group._create(limits, None)  # no device rules: a user namespace cannot make device nodes anyway
+    return group
+
+
+def _writable(d: Path) -> bool:
+    return os.access(d, os.W_OK | os.X_OK) and os.access(d / "cgroup.procs", os.W_OK)
+
+
+def _own_v1_cgroups() -> dict[str, Path]:
+    """Per v1 controller, this process's cgroup in its hierarchy."""
+    mounts = v1_mounts()
+    own: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return own
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            if controller in mounts:
+                own[controller] = mounts[controller] / path.lstrip("/")
+    return own
+
+
+def delegated_v1() -> dict[str, Path]:
+    """The v1 hierarchies where this process's own cgroup is the user's to write (delegated to it, as
+    LXC's pam_cgfs or a root-made, chowned cgroup does): controller -> that cgroup."""
+    return {c: d for c, d in _own_v1_cgroups().items() if c in V1_CONTROLLERS and _writable(d)}
+
+
+def delegated_v2() -> Path | None:
+    """This process's own cgroup v2, when it is the user's to write (systemd's Delegate=yes)."""
+    own = _own_v2_cgroup()
+    return own if own is not None and _writable(own) else None
+
+
+def _delegated(name: str, required: set[str]) -> CgroupV1 | CgroupV2 | None:
+    """Cgroup ``name`` in the user's delegated subtree that has every ``required`` controller: v1 or v2
+    (whichever binds them here), not yet made; None if there is none."""
+    v1 = delegated_v1()
+    if required and required <= set(v1):
+        return CgroupV1(name, mounts={c: d for c, d in v1.items() if c != "devices"})
+    own = delegated_v2()
+    if own is None:
+        return None
+    try:
+        available = set((own / "cgroup.controllers").read_text().split())
+    except OSError:
+        return None
+    if not required <= available:
+        return None
+    _leave_inner_node(own, required)
+    return CgroupV2(name, root=own)
+
+
+def _leave_inner_node(own: Path, required: set[str]) -> None:
+    """cgroup v2 lets only a cgroup without processes hand controllers to its children: move this process
+    into a leaf of its delegated cgroup (``init``, as BuildKit's rootless mode does) when it must."""
+    try:
+        enabled = set(_read(own / "cgroup.subtree_control").split())
+    except ContainerError:
+        return
+    if required <= enabled or not _read(own / "cgroup.procs").split():
+        return
+    leaf = own / "init"
+    try:
+        leaf.mkdir(exist_ok=True)
+        _write_raw(leaf / "cgroup.procs", str(os.getpid()))
+    except OSError as exc:
+        raise CgroupDelegationError(f"cannot move pybuild into {leaf} to delegate controllers: {exc.strerror}",
+                                    "run pybuild in a cgroup of its own (systemd-run --user --scope "
+                                    "-p Delegate=yes pybuild ...)") from None
+
+
+def _delegated_existing(name: str) -> Cgroup | None:
+    v1 = delegated_v1()
+    if v1:
+        group: Cgroup = CgroupV1(name, mounts={c: d for c, d in v1.items() if c != "devices"})
+        if group.exists():
+            return group
+    own = delegated_v2()
+    if own is not None:
+        for root in (own, own.parent):  # this process may have moved into own/init since
+            group = CgroupV2(name, root=root)
+            if group.exists():
+                return group
+    return None
 
 
 def check_rootless_limits(limits: Limits) -> None:
     """Refuse limits a rootless process cannot enforce (never run silently unlimited); nothing as root.
 
-    Limits need a cgroup v2 subtree delegated to the user with the controllers
-    they use. Making containers' cgroups in one is not done yet: with limits,
-    rootless pybuild refuses, saying what the host offers.
+    Limits need a subtree delegated to the user with the controllers they
+    use: on cgroup v2 (systemd's Delegate=yes), or on the v1 hierarchies that
+    bind them (the user's own cgroup in each, owned by it). Says what is missing.
     """
     if limits == Limits() or not _rootless():
         return
+    required = _required_v2(limits)
+    if not _delegated_probe(required):
+        raise _delegation_error(sorted(required))
+
+
+def _delegation_error(required: list[str]) -> CgroupDelegationError:
+    """What is missing for ``required`` controllers, as the error to raise."""
     from pybuild.linux import userns
 
-    required = sorted(_required_v2(limits))
     uid = userns.host_uid()
     own = _own_v2_cgroup()
     where = "this host has no cgroup2 hierarchy"
@@ -1208,17 +1306,30 @@ def check_rootless_limits(limits: Limits) -> None:
         missing = [c for c in required if c not in available]
         if missing:
             where = f"your cgroup {own} offers {', '.join(sorted(available)) or 'no controllers'}"
-        elif not os.access(own, os.W_OK):
+        elif not _writable(own):
             where = f"your cgroup {own} is not writable by you"
-        else:
-            raise CgroupDelegationError(
-                f"your cgroup {own} is delegated, but pybuild does not put rootless containers in a "
-                "delegated cgroup yet", "run without limits, or run as root")
-    raise CgroupDelegationError(
-        f"resource limits need a cgroup v2 subtree delegated to uid {uid} with the "
+    v1 = _own_v1_cgroups()
+    not_yours = [str(v1[c]) for c in required if c in v1 and not _writable(v1[c])]
+    if not_yours:
+        where += f"; on cgroup v1 your cgroup{'s' if len(not_yours) > 1 else ''} {', '.join(not_yours)} " \
+                 f"{'are' if len(not_yours) > 1 else 'is'} not yours to write"
+    return CgroupDelegationError(
+        f"resource limits need a cgroup subtree delegated to uid {uid} with the "
         f"{', '.join(required)} controller{'s' if len(required) > 1 else ''}; {where}",
-        "run under systemd with delegation (systemd-run --user --scope -p Delegate=yes ...) on a cgroup v2 "
-        "host, run without limits, or run as root")
+        "on cgroup v2: systemd-run --user --scope -p Delegate=yes pybuild ...; on cgroup v1: a cgroup of "
+        "yours in each hierarchy, made and chowned by root; or run without limits, or as root")
+
+
+def _delegated_probe(required: set[str]) -> bool:
+    if required <= set(delegated_v1()):
+        return True
+    own = delegated_v2()
+    if own is None:
+        return False
+    try:
+        return required <= set((own / "cgroup.controllers").read_text().split())
+    except OSError:
+        return False
 
 
 def _own_v2_cgroup() -> Path | None:
