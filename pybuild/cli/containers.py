@@ -347,7 +347,7 @@ def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) 
                 s = sample(rt, config)
                 mem_pct = 100.0 * s.memory_usage / s.memory_limit if s.memory_limit else 0.0
                 rows.append((s.short_id, s.name, f"{s.cpu_percent:.2f}%",
-                             f"{ui.human_size(s.memory_usage)} / {ui.human_size(s.memory_limit)}",
+                             f"{ui.binary_size(s.memory_usage)} / {ui.binary_size(s.memory_limit)}",
                              f"{mem_pct:.2f}%", f"{ui.human_size(s.net_rx)} / {ui.human_size(s.net_tx)}",
                              str(s.pids)))
         if not no_stream and sys.stdout.isatty():  # clear the screen, on a terminal only

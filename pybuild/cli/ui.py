@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def human_size(size: float) -> str:
@@ -24,6 +25,15 @@ def human_size(size: float) -> str:
         size /= 1000.0
         i += 1
     return f"{size:.3g}{_UNITS[i]}"
+
+
+def binary_size(size: float) -> str:
+    """Binary units with 4 significant digits, as docker prints memory (``64MiB``, ``551.8KiB``)."""
+    i = 0
+    while size >= 1024 and i < len(_BINARY_UNITS) - 1:
+        size /= 1024.0
+        i += 1
+    return f"{size:.4g}{_BINARY_UNITS[i]}"
 
 
 def parse_time(text: str | None) -> _dt.datetime | None:
