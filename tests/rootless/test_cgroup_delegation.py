@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pybuild.runtime import cgroups
-from tests.rootless.conftest import User
+from tests.rootless.conftest import VENV, User
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +113,72 @@ def test_limits_are_enforced_in_the_delegated_cgroups(clean_user: User, user_bus
     user.settle()
     assert not any((d / "pybuild").exists() for d in delegated.values())
     assert os.path.isdir(delegated["memory"])
+
+
+V2_PROBE = """
+import os, sys
+from pybuild.runtime import cgroups
+group = cgroups._delegated("pybuild/v2probe", {"hugetlb"})
+assert isinstance(group, cgroups.CgroupV2), group
+group._create(cgroups.Limits(), None)
+pid = os.fork()
+if pid == 0:
+    os.execvp("sleep", ["sleep", "30"])
+group.add(pid)
+print(group.path)
+print(open("/proc/self/cgroup").read().strip().splitlines()[-1])
+print(open(f"/proc/{pid}/cgroup").read().strip().splitlines()[-1])
+found = cgroups.open_existing("pybuild/v2probe")
+print(type(found).__name__, found.procs() == [pid])
+found.remove()
+print(group.exists())
+"""
+
+
+@pytest.fixture
+def delegated_v2(clean_user: User) -> Iterator[Path]:
+    """A cgroup v2 of the user's, made and chowned by root, with hugetlb (the one v2 controller here) available."""
+    mount = cgroups.v2_mount()
+    if mount is None:
+        pytest.fail("no cgroup2 mount on this host")
+    own = Path("/proc/self/cgroup").read_text().splitlines()
+    path = next(line[3:] for line in own if line.startswith("0::"))
+    parent = mount / path.lstrip("/")
+    if "hugetlb" not in (parent / "cgroup.controllers").read_text().split():
+        pytest.fail(f"{parent} offers no hugetlb: {(parent / 'cgroup.controllers').read_text()!r}")
+    enabled_before = "hugetlb" in (parent / "cgroup.subtree_control").read_text().split()
+    (parent / "cgroup.subtree_control").write_text("+hugetlb")
+    clean_user.run("--root", str(clean_user.home / "v2-store"), "images")  # its pause process, outside it
+    d = parent / f"pbrl-v2-{secrets.token_hex(3)}"
+    d.mkdir()
+    try:
+        subprocess.run(["chown", "-R", f"{clean_user.uid}:{clean_user.gid}", str(d)], check=True)
+        yield d
+    finally:
+        clean_user.settle()
+        for child in sorted(d.rglob("*"), key=lambda p: -len(p.parts)):
+            if child.is_dir():
+                child.rmdir()
+        d.rmdir()
+        if not enabled_before:
+            (parent / "cgroup.subtree_control").write_text("-hugetlb")
+
+
+def test_v2_delegation_moves_pybuild_to_a_leaf_and_hands_controllers_down(clean_user: User,
+                                                                          delegated_v2: Path) -> None:
+    """The v2 mechanics with the real kernel, on the one controller this host's cgroup2 has (hugetlb; no
+    pybuild flag sets it, so the probe calls the runtime's cgroups module in the user's namespace): the
+    delegated cgroup found, pybuild moved out of it into ``init`` (a cgroup with processes cannot hand
+    controllers down), a container's cgroup made below it, found again and removed. Writing memory.max
+    and the like is the rootful v2 code's, which this host cannot run either."""
+    user = clean_user
+    done = _in({"v2": delegated_v2}, user, "--root", str(user.home / "v2-store"), "unshare",
+               f"{VENV}/bin/python", "-c", V2_PROBE)
+    lines = done.stdout.splitlines()
+    rel = "/" + str(delegated_v2.relative_to(cgroups.v2_mount() or "/"))
+    assert lines[0] == str(delegated_v2 / "pybuild" / "v2probe")
+    assert lines[1] == f"0::{rel}/init", "pybuild left its delegated cgroup for the init leaf"
+    assert lines[2] == f"0::{rel}/pybuild/v2probe", "the child is in the new cgroup"
+    assert lines[3] == "CgroupV2 True"
+    assert lines[4] == "False", "removed"
+    assert (delegated_v2 / "init").is_dir() and not (delegated_v2 / "pybuild").exists()
