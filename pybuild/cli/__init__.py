@@ -118,6 +118,10 @@ class Settings:
             program = _mount_program(self.storage_opts)
             self.enter_namespace()
             self._store = Store.open(self.root, clean=clean, mount_program=program)
+            if os.geteuid() == 0:
+                from pybuild.runtime.network.orphans import remove_vanished_store_links
+
+                remove_vanished_store_links()  # bridges and NAT tables of stores thrown away
         return self._store
 
 

@@ -333,6 +333,32 @@ def system_group() -> None:
     """Manage the store."""
 
 
+@system_group.command("reset")
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@pass_settings
+def system_reset_cmd(settings: Settings, force: bool) -> None:
+    """Remove every container, image, volume, network and cache of the store, and the store (podman's)."""
+    root = settings.root
+    if not force and not ui.confirm(
+            "WARNING! This will remove:\n"
+            "        - all containers\n"
+            "        - all images\n"
+            "        - all networks\n"
+            "        - all build cache\n"
+            "        - all volumes\n"
+            f"        - the store directory: \"{root}\""):
+        return
+    from pybuild.builder.runstep import build_cgroup_prefix
+    from pybuild.runtime.reset import reset_store
+
+    store = settings.store()
+    problems = reset_store(store, build_cgroup_prefix(store.root))
+    if problems:
+        raise PybuildError(f"store {store.root} not removed: {problems[0]}"
+                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                           "run pybuild system reset again once that is fixed")
+
+
 @system_group.command("df")
 @pass_settings
 def system_df_cmd(settings: Settings) -> None:

@@ -36,6 +36,19 @@ def binary_size(size: float) -> str:
     return f"{size:.4g}{_BINARY_UNITS[i]}"
 
 
+def confirm(warning: str) -> bool:
+    """Docker's confirmation prompt (on stdout, as docker's): ``WARNING! ...`` then ``[y/N]``; y or Y goes on."""
+    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, KeyboardInterrupt):
+        answer = ""
+    if not answer.endswith("\n"):
+        sys.stdout.write("\n")
+    return answer.strip() in ("y", "Y")
+
+
 def parse_time(text: str | None) -> _dt.datetime | None:
     import datetime as _dt
 
