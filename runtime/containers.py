@@ -214,6 +214,28 @@ class ContainerStore:
                 raise
         return config
 
+    def rename(self, container_id: str, new_name: str) -> ContainerConfig:
+        """Give a container another name (``docker rename``); names stay unique across the store."""
+        import re
+
+        if not re.fullmatch(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+", new_name):
+            raise UsageError(f'Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        new_name = new_name.lstrip("/")
+        with locked(self.dir / ".names.lock"), self.lock(container_id):
+            config = self.config(container_id)
+            if config.name == new_name:
+                raise ConflictError("Renaming a container with the same name as its current name")
+            if any(c.name == new_name for c in self.walk()):
+                raise ConflictError(f'the container name "/{new_name}" is already in use',
+                                    "remove that container or choose another name")
+            config = records.replace(config, name=new_name)
+            self.save_config(config)
+        return config
+
+    def save_config(self, config: ContainerConfig) -> None:
+        """Replace a container's recorded configuration (``update``); the caller holds its lock."""
+        atomic_write(self.path(config.id) / "config.json", json.dumps(config.to_json(), indent=1).encode())
+
     def unique_name(self) -> str:
         taken = {c.name for c in self.walk()}
         for _ in range(100):

@@ -448,10 +448,17 @@ class Runtime:
         state = self.containers.state(config.id)
         if state.status in (RUNNING, PAUSED) and not is_alive(state.pid, state.pid_start):
             if state.monitor_pid and _pid_alive(state.monitor_pid):
-                time.sleep(0.05)  # the monitor is recording the exit right now
-                state = self.containers.state(config.id)
+                # the monitor is recording the exit right now: its record (the real exit code) wins
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    state = self.containers.state(config.id)
+                    if not state.running or not _pid_alive(state.monitor_pid):
+                        break
                 if not state.running:
                     return state
+                if _pid_alive(state.monitor_pid):
+                    return state  # still busy (a slow disk): not ours to overrule
             with contextlib.suppress(PybuildError):
                 cgroups.open_existing(config.cgroup_name).remove()
             state = self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137,

@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "prune": "pybuild.cli.images:prune_cmd",
     "system": "pybuild.cli.images:system_group",
     "info": "pybuild.cli.images:info_cmd",
+    "version": "pybuild.cli.version:version_cmd",
     "unshare": "pybuild.cli.rootless:unshare_cmd",
     "parse": "pybuild.cli.build:parse_cmd",
     "build": "pybuild.cli.build:build_cmd",
@@ -69,6 +70,12 @@ COMMANDS: dict[str, str] = {
     "export": "pybuild.cli.containers:export_cmd",
     "commit": "pybuild.cli.containers:commit_cmd",
     "volume": "pybuild.cli.containers:volume_group",
+    "restart": "pybuild.cli.manage:restart_cmd",
+    "port": "pybuild.cli.manage:port_cmd",
+    "top": "pybuild.cli.manage:top_cmd",
+    "wait": "pybuild.cli.manage:wait_cmd",
+    "diff": "pybuild.cli.manage:diff_cmd",
+    "rename": "pybuild.cli.manage:rename_cmd",
     "network": "pybuild.cli.network:network_group",
 }
 

@@ -9,7 +9,7 @@ import time
 
 from pybuild.cli import Settings, pass_settings, ui
 from pybuild.cli.cmdline import argument, command, echo, group, option
-from pybuild.errors import ContainerNotFound, PybuildError, UsageError
+from pybuild.errors import PybuildError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -176,53 +176,40 @@ def start_cmd(settings: Settings, containers: tuple[str, ...], attach: bool) -> 
         echo(name)
 
 
-def _status_text(state: Any) -> str:
-    if state.status == "created":
-        return "Created"
-    if state.status in ("running", "paused"):
-        text = "Up " + ui.human_duration(_since(state.started_at))
-        return text + (" (Paused)" if state.status == "paused" else "")
-    return f"Exited ({state.exit_code}) {ui.ago(state.finished_at)}"
-
-
-def _since(when: str) -> float:
-    import datetime as _dt
-
-    parsed = ui.parse_time(when)
-    if parsed is None:
-        return 0.0
-    return max((_dt.datetime.now(_dt.UTC) - parsed).total_seconds(), 0.0)
-
-
 @command("ps")
 @option("-a", "--all", "all_", is_flag=True, help="Show all containers (default: running only).")
 @option("-q", "--quiet", is_flag=True, help="Only show container IDs.")
 @option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+        help="Filter: id, name, label, status, exited, ancestor, before, since, volume, network, publish, expose.")
+@option("--format", "fmt", help="Go template (table, json, or {{.ID}} ...).")
+@option("-n", "--last", type=int, default=-1, help="Show the N last created containers (all states).")
+@option("-l", "--latest", is_flag=True, help="Show the latest created container (all states).")
+@option("-s", "--size", is_flag=True, help="Show total file sizes.")
 @pass_settings
-def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool) -> None:
+def ps_cmd(settings: Settings, all_: bool, quiet: bool, no_trunc: bool, filters: tuple[str, ...],
+           fmt: str | None, last: int, latest: bool, size: bool) -> None:
     """List containers."""
+    from pybuild.cli import pslist
+    from pybuild.cli.filters import Filters
+
     rt = _runtime(settings)
-    rows = []
-    for config in sorted(rt.containers.walk(), key=lambda c: c.created, reverse=True):
-        try:
-            state = rt.refresh(config)
-        except ContainerNotFound:
-            continue
-        if not all_ and not state.running:
-            continue
-        command = " ".join(config.args)
-        if not no_trunc:
-            command = ui.truncate(command, 20)
-        ports = ""
-        if state.running and config.ports:
-            ports = ", ".join(str(b) for b in rt.network_info(config).ports)
-        rows.append((config.id if no_trunc else config.short_id, config.image, f'"{command}"',
-                     ui.ago(config.created), _status_text(state), ports, config.name))
+    rows = pslist.select(rt, all_=all_, filters=Filters(filters, pslist.PS_FILTERS), last=1 if latest else last,
+                         size=size, trunc=not no_trunc)
     if quiet:
         for row in rows:
-            echo(row[0])
+            echo(row.ID)
         return
-    ui.table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"), rows)
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.emit(fmt, rows, pslist.HEADERS)
+        return
+    headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    if size:
+        headers.append("SIZE")
+    ui.table(headers, [(r.ID, r.Image, r.Command, r.RunningFor, r.Status, r.Ports, r.Names,
+                        *((r.Size,) if size else ())) for r in rows])
 
 
 def _each(settings: Settings, names: tuple[str, ...], action: Any) -> None:
@@ -301,60 +288,114 @@ def rm_cmd(settings: Settings, containers: tuple[str, ...], force: bool, volumes
 @option("-i", "--interactive", is_flag=True)
 @option("-t", "--tty", is_flag=True)
 @option("-e", "--env", multiple=True)
+@option("--env-file", "env_files", multiple=True, help="Read environment variables from a file.")
 @option("-u", "--user")
 @option("-w", "--workdir")
-@option("-d", "--detach", is_flag=True, help="Not supported; accepted for compatibility.", hidden=True)
+@option("-d", "--detach", is_flag=True, help="Run the command in the background.")
+@option("--privileged", is_flag=True, hidden=True, help="Not supported.")
 @pass_settings
 def exec_cmd(settings: Settings, container: str, command: tuple[str, ...], interactive: bool, tty: bool,
-             env: tuple[str, ...], user: str | None, workdir: str | None, detach: bool) -> None:
+             env: tuple[str, ...], env_files: tuple[str, ...], user: str | None, workdir: str | None,
+             detach: bool, privileged: bool) -> None:
     """Run a command in a running container (joins its namespaces and cgroup)."""
-    if detach:
-        raise UsageError("exec -d is not supported")
+    from pybuild.runtime.environment import read_env_file
+
+    if privileged:
+        raise UsageError("exec --privileged is not supported")
     rt = _runtime(settings)
     config = rt.containers.resolve(container)
-    sys.exit(rt.exec(config, list(command), env=list(env), user=user, workdir=workdir, tty=tty,
+    environment = [line for path in env_files for line in read_env_file(path)] + list(env)
+    if detach:
+        rt.require_running(config)
+        import subprocess
+
+        argv = [sys.executable, "-m", "pybuild", "--root", str(rt.store.root), "exec"]
+        for item in environment:
+            argv += ["-e", item]
+        if user:
+            argv += ["-u", user]
+        if workdir:
+            argv += ["-w", workdir]
+        subprocess.Popen([*argv, config.id, *command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        return
+    sys.exit(rt.exec(config, list(command), env=environment, user=user, workdir=workdir, tty=tty,
                      interactive=interactive))
 
 
 @command("logs")
 @argument("container")
 @option("-f", "--follow", is_flag=True, help="Follow the output until the container exits.")
-@option("-n", "--tail", type=int, help="Only the last N lines.")
+@option("-n", "--tail", help='Only the last N lines ("all" for every line).')
+@option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@option("--since", help="Only lines since a time (RFC 3339, Unix time) or a duration (42m).")
+@option("--until", help="Only lines before a time (RFC 3339, Unix time) or a duration (42m).")
+@option("--details", is_flag=True, help="Accepted for docker compatibility (no extra attributes are logged).")
 @pass_settings
-def logs_cmd(settings: Settings, container: str, follow: bool, tail: int | None) -> None:
-    """Show the output of a detached container."""
-    from pybuild.runtime.logs import copy_logs
+def logs_cmd(settings: Settings, container: str, follow: bool, tail: str | None, timestamps: bool,
+             since: str | None, until: str | None, details: bool) -> None:
+    """Show the output of a container."""
+    from pybuild.runtime.logs import copy_logs, log_time
 
+    lines: int | None = None
+    if tail is not None and tail != "all":
+        try:
+            lines = int(tail)
+        except ValueError:
+            raise UsageError(f"invalid value for --tail: {tail!r}", "a number of lines, or all") from None
+        if lines < 0:
+            lines = None  # docker: a negative count is all of it
     rt = _runtime(settings)
-    copy_logs(rt, rt.containers.resolve(container), sys.stdout.buffer, sys.stderr.buffer, follow=follow, tail=tail)
+    copy_logs(rt, rt.containers.resolve(container), sys.stdout.buffer, sys.stderr.buffer, follow=follow,
+              tail=lines, timestamps=timestamps, since=log_time(since) if since else None,
+              until=log_time(until) if until else None)
 
 
 @command("stats")
 @argument("containers", nargs=-1)
 @option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@option("-a", "--all", "all_", is_flag=True, help="Show all containers (default: running only).")
+@option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@option("--format", "fmt", help="Go template (table, json, or {{.Name}} {{.CPUPerc}} ...).")
 @pass_settings
-def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool) -> None:
+def stats_cmd(settings: Settings, containers: tuple[str, ...], no_stream: bool, all_: bool, no_trunc: bool,
+              fmt: str | None) -> None:
     """Live resource usage: CPU %, memory, network, PIDs (from the cgroup files)."""
     from pybuild.runtime.stats import sample
 
     rt = _runtime(settings)
+    headers = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %",
+               "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O",
+               "PIDs": "PIDS"}
     while True:
         configs = [rt.containers.resolve(n) for n in containers] if containers else \
-            [c for c in rt.containers.walk() if rt.refresh(c).running]
-        rows = []
+            [c for c in rt.containers.walk() if all_ or rt.refresh(c).running]
+        rows: list[dict[str, str]] = []
         for config in configs:
             with contextlib.suppress(PybuildError) if not containers else contextlib.nullcontext():
                 s = sample(rt, config)
                 mem_pct = 100.0 * s.memory_usage / s.memory_limit if s.memory_limit else 0.0
-                rows.append((s.short_id, s.name, f"{s.cpu_percent:.2f}%",
-                             f"{ui.binary_size(s.memory_usage)} / {ui.binary_size(s.memory_limit)}",
-                             f"{mem_pct:.2f}%", f"{ui.human_size(s.net_rx)} / {ui.human_size(s.net_tx)}",
-                             str(s.pids)))
+                rows.append({"Container": containers[len(rows)] if containers else (config.id if no_trunc
+                                                                                   else s.short_id),
+                             "ID": config.id if no_trunc else s.short_id, "Name": s.name,
+                             "CPUPerc": f"{s.cpu_percent:.2f}%",
+                             "MemUsage": f"{ui.binary_size(s.memory_usage)} / {ui.binary_size(s.memory_limit)}",
+                             "MemPerc": f"{mem_pct:.2f}%",
+                             "NetIO": f"{ui.human_size(s.net_rx)} / {ui.human_size(s.net_tx)}",
+                             "BlockIO": "0B / 0B", "PIDs": str(s.pids)})
         if not no_stream and sys.stdout.isatty():  # clear the screen, on a terminal only
             echo("\x1b[2J\x1b[H", nl=False)
-        ui.table(("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"), rows)
+        if fmt:
+            from pybuild.cli import formatting
+
+            formatting.emit(fmt, rows, headers)
+        else:
+            ui.table(("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"),
+                     [(r["ID"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"], r["NetIO"], r["PIDs"])
+                      for r in rows])
         if no_stream:
             return
+        sys.stdout.flush()
         time.sleep(0.5)
 
 
@@ -510,16 +551,39 @@ def volume_group() -> None:
 
 @volume_group.command("ls")
 @option("-q", "--quiet", is_flag=True)
+@option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Filter: dangling, driver, label, name.")
+@option("--format", "fmt", help="Go template (table, json, or {{.Name}} ...).")
 @pass_settings
-def volume_ls_cmd(settings: Settings, quiet: bool) -> None:
+def volume_ls_cmd(settings: Settings, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> None:
     """List volumes."""
+    from pybuild.cli.filters import Filters
+
     rt = _runtime(settings)
-    rows = [("local", v.name) for v in rt.volumes.walk()]
+    wanted = Filters(filters, ("dangling", "driver", "label", "name"))
+    dangling = wanted.boolean("dangling")
+    used = {m.source for c in rt.containers.walk() for m in c.mounts if m.kind == "volume"} if dangling is not None \
+        else set()
+    rows = []
+    for v in rt.volumes.walk():
+        if dangling is not None and dangling == (v.name in used):
+            continue
+        if not (wanted.match("name", v.name) and wanted.exact("driver", "local") and wanted.labels({})):
+            continue
+        rows.append({"Availability": "N/A", "Driver": "local", "Group": "N/A", "Labels": "", "Links": "N/A",
+                     "Mountpoint": str(v.mountpoint), "Name": v.name, "Scope": "local", "Size": "N/A",
+                     "Status": "N/A"})
     if quiet:
-        for _, name in rows:
-            echo(name)
+        for row in rows:
+            echo(row["Name"])
         return
-    ui.table(("DRIVER", "VOLUME NAME"), rows)
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.emit(fmt, rows, {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT",
+                                    "Scope": "SCOPE", "Labels": "LABELS", "Links": "LINKS", "Size": "SIZE",
+                                    "Availability": "AVAILABILITY", "Group": "GROUP", "Status": "STATUS"})
+        return
+    ui.table(("DRIVER", "VOLUME NAME"), [(r["Driver"], r["Name"]) for r in rows])
 
 
 @volume_group.command("create")
@@ -558,8 +622,9 @@ def volume_rm_cmd(settings: Settings, names: tuple[str, ...], force: bool) -> No
 
 @volume_group.command("inspect")
 @argument("names", nargs=-1, required=True)
+@option("-f", "--format", "fmt", help="Go template applied to each volume.")
 @pass_settings
-def volume_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
+def volume_inspect_cmd(settings: Settings, names: tuple[str, ...], fmt: str | None) -> None:
     """Show volumes as JSON."""
     rt = _runtime(settings)
     docs = []
@@ -567,4 +632,9 @@ def volume_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
         v = rt.volumes.get(name)
         docs.append({"Name": v.name, "Driver": "local", "Mountpoint": str(v.mountpoint), "CreatedAt": v.created,
                      "Scope": "local", "Labels": {"anonymous": str(v.anonymous).lower()}})
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.inspect(fmt, docs)
+        return
     ui.print_json(docs)

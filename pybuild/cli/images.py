@@ -54,47 +54,40 @@ def import_cmd(settings: Settings, source: str, reference: str | None, message: 
     echo(image.id)
 
 
-def _repo_tag(key: str) -> tuple[str, str, str]:
-    ref = _reference.parse(key)
-    return ref.familiar_name, ref.tag or "<none>", ref.digest or "<none>"
-
-
 @command("images")
 @argument("repository", required=False)
+@option("-a", "--all", "all_", is_flag=True, help="Show all images (pybuild keeps no intermediate ones).")
 @option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @option("--digests", is_flag=True, help="Show digests.")
 @option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+        help="Filter: reference, dangling, label, before, since.")
+@option("--format", "fmt", help="Go template (table, json, or {{.ID}} ...).")
 @pass_settings
-def images_cmd(settings: Settings, repository: str | None, quiet: bool, digests: bool, no_trunc: bool) -> None:
+def images_cmd(settings: Settings, repository: str | None, all_: bool, quiet: bool, digests: bool, no_trunc: bool,
+               filters: tuple[str, ...], fmt: str | None) -> None:
     """List images."""
+    from pybuild.cli import imagelist
+    from pybuild.cli.filters import Filters
+
     store = settings.store()
-    refs = store.images.refs()
-    by_manifest: dict[str, list[str]] = {}
-    for key, target in refs.items():
-        by_manifest.setdefault(target, []).append(key)
-    want = _reference.parse(repository, default_tag=False) if repository else None
-    rows: list[tuple[str, str, str, str, str, str]] = []
-    for image in sorted(store.images.walk(), key=lambda i: i.config.created or "", reverse=True):
-        keys = sorted(k for k in by_manifest.get(image.manifest_digest, []) if "@" not in k.split("/")[-1])
-        names = [_repo_tag(k) for k in keys] or [("<none>", "<none>", "<none>")]
-        for repo, tag, _ in names:
-            if want is not None and (repo != want.familiar_name or (want.tag and tag != want.tag)):
-                continue
-            image_id = image.id if no_trunc else image.short_id
-            rows.append((repo, tag, image.manifest_digest, image_id,
-                         ui.ago(image.config.created), ui.human_size(image.size)))
+    rows = imagelist.select(store, repository=repository, filters=Filters(filters, imagelist.IMAGE_FILTERS),
+                            trunc=not no_trunc)
     if quiet:
-        seen: set[str] = set()
-        for row in rows:
-            if row[3] not in seen:
-                seen.add(row[3])
-                echo(row[3])
+        for image_id in dict.fromkeys(r.ID for r in rows):
+            echo(image_id)
+        return
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.emit(fmt, rows, imagelist.HEADERS)
         return
     if digests:
-        ui.table(("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"), rows)
+        ui.table(("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"),
+                 [(r.Repository, r.Tag, r.Digest, r.ID, r.CreatedSince, r.Size) for r in rows])
     else:
         ui.table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"),
-                 [(r[0], r[1], r[3], r[4], r[5]) for r in rows])
+                 [(r.Repository, r.Tag, r.ID, r.CreatedSince, r.Size) for r in rows])
 
 
 @command("tag")
@@ -192,31 +185,57 @@ def image_inspect_doc(store: Store, image: Image) -> dict[str, Any]:
 
 @command("inspect")
 @argument("names", nargs=-1, required=True)
+@option("-f", "--format", "fmt", help="Go template applied to each object ({{.State.Status}}, {{json .Config}}...).")
+@option("--type", "kind", help="Only this kind of object: container or image.")
+@option("-s", "--size", is_flag=True, help="Accepted for docker compatibility (sizes are always shown).")
 @pass_settings
-def inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
-    """Show low-level information on images as JSON."""
+def inspect_cmd(settings: Settings, names: tuple[str, ...], fmt: str | None, kind: str | None, size: bool) -> None:
+    """Show low-level information on containers and images as JSON."""
     from pybuild.cli.containers import container_inspect_doc
-    from pybuild.errors import ContainerNotFound
+    from pybuild.errors import ContainerNotFound, NotFoundError
     from pybuild.runtime.lifecycle import Runtime
 
+    if kind not in (None, "container", "image"):
+        raise UsageError(f'"{kind}" is not a valid value for --type', "use container or image")
     store = settings.store()
     runtime = Runtime(store)
     docs = []
+    missing = []
     for name in names:
         try:
-            docs.append(container_inspect_doc(runtime, runtime.containers.resolve(name)))
-        except ContainerNotFound:
+            if kind != "image":
+                try:
+                    docs.append(container_inspect_doc(runtime, runtime.containers.resolve(name)))
+                    continue
+                except ContainerNotFound:
+                    if kind == "container":
+                        raise
             docs.append(image_inspect_doc(store, store.images.resolve(name)))
-    ui.print_json(docs)
+        except NotFoundError:
+            missing.append(name)
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.inspect(fmt, docs)
+    else:
+        ui.print_json(docs)
+    if missing:
+        for name in missing:
+            echo(f"Error: No such {kind or 'object'}: {name}", err=True)
+        sys.exit(1)
 
 
 @command("history")
 @argument("name")
 @option("--no-trunc", is_flag=True)
 @option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@option("-H", "--human", is_flag=True, default=True, help="Sizes and dates in human readable format (default true).")
+@option("--format", "fmt", help="Go template (table, json, or {{.ID}} ...).")
 @pass_settings
-def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool) -> None:
+def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool, human: bool, fmt: str | None) -> None:
     """Show the history of an image."""
+    from pybuild.cli.pslist import go_time
+
     store = settings.store()
     image = store.images.resolve(name)
     layer_sizes = [_layer_size(store, c) for c in image.chain_ids]
@@ -232,12 +251,22 @@ def history_cmd(settings: Settings, name: str, no_trunc: bool, quiet: bool) -> N
         created_by = entry.created_by or ""
         if not no_trunc:
             created_by = ui.truncate(created_by, 45)
-        rows.append((ident, ui.ago(entry.created), created_by, ui.human_size(size), entry.comment or ""))
+        rows.append({"ID": ident, "CreatedSince": ui.ago(entry.created) if human else (entry.created or ""),
+                     "CreatedAt": go_time(entry.created or "") if human else (entry.created or ""),
+                     "CreatedBy": created_by, "Size": ui.human_size(size) if human else str(size),
+                     "Comment": entry.comment or ""})
     if quiet:
         for row in rows:
-            echo(row[0])
+            echo(row["ID"])
         return
-    ui.table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"), rows)
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.emit(fmt, rows, {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                                    "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"})
+        return
+    ui.table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"),
+             [(r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]) for r in rows])
 
 
 def _layer_size(store: Store, chain_id: str) -> int:
@@ -392,12 +421,13 @@ def system_check_cmd(settings: Settings, repair: bool) -> None:
                        None if repair else "run 'pybuild system check --repair'")
 
 
-def _info_lines(settings: Settings) -> list[str]:
-    """``docker info``'s shape, for what pybuild has (no daemon: "Server" is this store and host)."""
+def info_doc(settings: Settings) -> dict[str, Any]:
+    """``docker info``'s data, under docker's JSON names (``info --format '{{json .}}'``), for what pybuild has
+    (no daemon: the "server" is this store and host); pybuild's rootless details under ``Rootless``."""
     import platform
 
     from pybuild import __version__
-    from pybuild.linux import userns
+    from pybuild.linux import fuseoverlay, userns
     from pybuild.runtime import cgroups
     from pybuild.runtime.lifecycle import Runtime
 
@@ -407,56 +437,75 @@ def _info_lines(settings: Settings) -> list[str]:
     running = sum(s.status == "running" for s in states)
     paused = sum(s.status == "paused" for s in states)
     rootless = userns.rootless()
-    from pybuild.linux import fuseoverlay
-
     mount_program = fuseoverlay.program()
     try:
         cgroup_version = cgroups.version().lstrip("v")
     except PybuildError:
         cgroup_version = "none"
-    cgroup_driver = "none" if rootless else "cgroupfs"
-    lines = [
-        "Client:",
-        f" Version:    {__version__}",
-        "",
-        "Server:",
-        f" Containers: {len(states)}",
-        f"  Running: {running}",
-        f"  Paused: {paused}",
-        f"  Stopped: {len(states) - running - paused}",
-        f" Images: {len(list(store.images.walk()))}",
-        " Storage Driver: overlay2",
-        f"  Backing Filesystem: {_backing_filesystem(store.root)}",
-        "  Supports d_type: true",
-        "  Using metacopy: false",
-        f"  Native Overlay Diff: {'false' if mount_program else 'true'}",
-        f"  userxattr: {'true' if rootless and not mount_program else 'false'}",
-        *([f"  Mount Program: {mount_program}"] if mount_program else []),
-        f" Cgroup Driver: {cgroup_driver}",
-        f" Cgroup Version: {cgroup_version}",
-        " Security Options:",
-        "  seccomp",
-        "   Profile: builtin",
-    ]
-    if rootless:
-        lines.append("  rootless")
-    lines += [
-        f" Kernel Version: {platform.release()}",
-        f" Operating System: {_os_name()}",
-        f" Architecture: {platform.machine()}",
-        f" CPUs: {os.cpu_count() or 1}",
-        f" Total Memory: {ui.human_size(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))}",
-        f" Name: {platform.node()}",
-        f" Docker Root Dir: {store.root}",
-        f" Rootless: {'true' if rootless else 'false'}",
-    ]
+    driver_status = [["Backing Filesystem", _backing_filesystem(store.root)], ["Supports d_type", "true"],
+                     ["Using metacopy", "false"], ["Native Overlay Diff", "false" if mount_program else "true"],
+                     ["userxattr", "true" if rootless and not mount_program else "false"]]
+    if mount_program:
+        driver_status.append(["Mount Program", mount_program])
+    doc: dict[str, Any] = {
+        "Containers": len(states), "ContainersRunning": running, "ContainersPaused": paused,
+        "ContainersStopped": len(states) - running - paused, "Images": len(list(store.images.walk())),
+        "Driver": "overlay2", "DriverStatus": driver_status,
+        "CgroupDriver": "none" if rootless else "cgroupfs", "CgroupVersion": cgroup_version,
+        "SecurityOptions": ["name=seccomp,profile=builtin", *(["name=rootless"] if rootless else [])],
+        "KernelVersion": platform.release(), "OperatingSystem": _os_name(), "OSType": "linux",
+        "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
+        "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "Name": platform.node(), "DockerRootDir": str(store.root), "ServerVersion": __version__,
+        "ClientInfo": {"Version": __version__},
+        "Rootless": None,
+    }
     if rootless:
         uids = userns.read_map(Path("/proc/self/uid_map"))
         gids = userns.read_map(Path("/proc/self/gid_map"))
-        lines += [f"  UID Map: {', '.join(f'{r.inside}:{r.outside}:{r.size}' for r in uids)}",
-                  f"  GID Map: {', '.join(f'{r.inside}:{r.outside}:{r.size}' for r in gids)}",
-                  "  Network: slirp4netns",
-                  f"  Overlay: {'fuse-overlayfs' if mount_program else 'native overlayfs (userxattr)'}"]
+        doc["Rootless"] = {
+            "UIDMap": ", ".join(f"{r.inside}:{r.outside}:{r.size}" for r in uids),
+            "GIDMap": ", ".join(f"{r.inside}:{r.outside}:{r.size}" for r in gids),
+            "Network": "slirp4netns",
+            "Overlay": "fuse-overlayfs" if mount_program else "native overlayfs (userxattr)"}
+    return doc
+
+
+def _info_lines(doc: dict[str, Any]) -> list[str]:
+    """``docker info``'s text from :func:`info_doc`."""
+    lines = [
+        "Client:",
+        f" Version:    {doc['ClientInfo']['Version']}",
+        "",
+        "Server:",
+        f" Containers: {doc['Containers']}",
+        f"  Running: {doc['ContainersRunning']}",
+        f"  Paused: {doc['ContainersPaused']}",
+        f"  Stopped: {doc['ContainersStopped']}",
+        f" Images: {doc['Images']}",
+        f" Server Version: {doc['ServerVersion']}",
+        f" Storage Driver: {doc['Driver']}",
+        *(f"  {key}: {value}" for key, value in doc["DriverStatus"]),
+        f" Cgroup Driver: {doc['CgroupDriver']}",
+        f" Cgroup Version: {doc['CgroupVersion']}",
+        " Security Options:",
+        "  seccomp",
+        "   Profile: builtin",
+        *(["  rootless"] if doc["Rootless"] else []),
+        f" Kernel Version: {doc['KernelVersion']}",
+        f" Operating System: {doc['OperatingSystem']}",
+        f" OSType: {doc['OSType']}",
+        f" Architecture: {doc['Architecture']}",
+        f" CPUs: {doc['NCPU']}",
+        f" Total Memory: {ui.binary_size(doc['MemTotal'])}",
+        f" Name: {doc['Name']}",
+        f" Docker Root Dir: {doc['DockerRootDir']}",
+        f" Rootless: {'true' if doc['Rootless'] else 'false'}",
+    ]
+    if doc["Rootless"]:
+        extra = doc["Rootless"]
+        lines += [f"  UID Map: {extra['UIDMap']}", f"  GID Map: {extra['GIDMap']}",
+                  f"  Network: {extra['Network']}", f"  Overlay: {extra['Overlay']}"]
     return lines
 
 
@@ -479,16 +528,27 @@ def _os_name() -> str:
 
 
 @command("info")
+@option("-f", "--format", "fmt", help="Go template ({{.Driver}}, {{json .}}...).")
 @pass_settings
-def info_cmd(settings: Settings) -> None:
+def info_cmd(settings: Settings, fmt: str | None) -> None:
     """Display system-wide information: the store, the host, rootless or not."""
-    for line in _info_lines(settings):
-        echo(line)
+    _show_info(settings, fmt)
 
 
 @system_group.command("info")
+@option("-f", "--format", "fmt", help="Go template ({{.Driver}}, {{json .}}...).")
 @pass_settings
-def system_info_cmd(settings: Settings) -> None:
+def system_info_cmd(settings: Settings, fmt: str | None) -> None:
     """Display system-wide information (as 'pybuild info')."""
-    for line in _info_lines(settings):
+    _show_info(settings, fmt)
+
+
+def _show_info(settings: Settings, fmt: str | None) -> None:
+    doc = info_doc(settings)
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.inspect(fmt, [doc])
+        return
+    for line in _info_lines(doc):
         echo(line)

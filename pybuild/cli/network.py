@@ -26,18 +26,53 @@ def network_group() -> None:
 @network_group.command("ls")
 @option("-q", "--quiet", is_flag=True, help="Only show network IDs.")
 @option("--no-trunc", is_flag=True, help="Don't truncate the IDs.")
+@option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+        help="Filter: driver, id, label, name, scope, type (custom|builtin), dangling.")
+@option("--format", "fmt", help="Go template (table, json, or {{.Name}} ...).")
 @pass_settings
-def network_ls_cmd(settings: Settings, quiet: bool, no_trunc: bool) -> None:
+def network_ls_cmd(settings: Settings, quiet: bool, no_trunc: bool, filters: tuple[str, ...],
+                   fmt: str | None) -> None:
     """List networks."""
+    from pybuild.cli.filters import Filters
+    from pybuild.errors import UsageError
+
     rt = _runtime(settings)
-    rows = [(n.id if no_trunc else n.short_id, n.name, "bridge", "local") for n in rt.networks.list_networks()]
-    rows += [("", mode, "null" if mode == "none" else mode, "local") for mode in ("host", "none")]
+    wanted = Filters(filters, ("driver", "id", "label", "name", "scope", "type", "dangling"))
+    for kind in wanted.values("type"):
+        if kind not in ("custom", "builtin"):
+            raise UsageError(f"invalid filter: 'type'='{kind}'", "use custom or builtin")
+    dangling = wanted.boolean("dangling")
+    used = {c.network for c in rt.containers.walk()} if dangling is not None else set()
+    rows = []
+    nets = [(n.id, n.name, "bridge", n.created, n.builtin) for n in rt.networks.list_networks()]
+    nets += [("", mode, "null" if mode == "none" else mode, "", True) for mode in ("host", "none")]
+    for net_id, name, driver, created, builtin in nets:
+        if not (wanted.match("name", name) and wanted.exact("driver", driver) and wanted.exact("scope", "local")
+                and wanted.labels({}) and (not wanted.has("id") or any(net_id.startswith(v) for v in
+                                                                           wanted.values("id")))):
+            continue
+        if wanted.has("type") and ("builtin" if builtin else "custom") not in wanted.values("type"):
+            continue
+        in_use = name in used or (name == "bridge" and ("bridge" in used or "default" in used))
+        if dangling is not None and (dangling == in_use or builtin):
+            continue
+        from pybuild.cli.pslist import go_time
+
+        rows.append({"ID": net_id if no_trunc else net_id[:12], "Name": name, "Driver": driver, "Scope": "local",
+                     "IPv6": "false", "Internal": "false", "Labels": "", "CreatedAt": go_time(created)})
     if quiet:
         for row in rows:
-            if row[0]:
-                echo(row[0])
+            if row["ID"]:
+                echo(row["ID"])
         return
-    ui.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows)
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.emit(fmt, rows, {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+                                    "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS",
+                                    "CreatedAt": "CREATED AT"})
+        return
+    ui.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), [(r["ID"], r["Name"], r["Driver"], r["Scope"]) for r in rows])
 
 
 @network_group.command("create")
@@ -74,8 +109,9 @@ def network_rm_cmd(settings: Settings, names: tuple[str, ...]) -> None:
 
 @network_group.command("inspect")
 @argument("names", nargs=-1, required=True)
+@option("-f", "--format", "fmt", help="Go template applied to each network.")
 @pass_settings
-def network_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
+def network_inspect_cmd(settings: Settings, names: tuple[str, ...], fmt: str | None) -> None:
     """Show networks as JSON (Docker's shape), with their running containers."""
     rt = _runtime(settings)
     docs = []
@@ -96,4 +132,9 @@ def network_inspect_cmd(settings: Settings, names: tuple[str, ...]) -> None:
                         "pybuild.nftables.table": rt.networks.table},
             "Labels": {},
         })
+    if fmt:
+        from pybuild.cli import formatting
+
+        formatting.inspect(fmt, docs)
+        return
     ui.print_json(docs)
