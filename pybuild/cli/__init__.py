@@ -76,6 +76,8 @@ COMMANDS: dict[str, str] = {
     "wait": "pybuild.cli.manage:wait_cmd",
     "diff": "pybuild.cli.manage:diff_cmd",
     "rename": "pybuild.cli.manage:rename_cmd",
+    "image": "pybuild.cli.groups:image_group",
+    "container": "pybuild.cli.groups:container_group",
     "network": "pybuild.cli.network:network_group",
 }
 
@@ -172,6 +174,9 @@ def _check_own_store(root: str) -> None:
 class LazyGroup(Group):
     def list_commands(self) -> list[str]:
         return sorted(COMMANDS)
+
+    def commands_hidden(self, name: str) -> bool:
+        return False  # none at the top; asking would import every command's module
 
     def get_command(self, name: str) -> Command | None:
         target = COMMANDS.get(name)

@@ -1,7 +1,7 @@
 """A small command-line parser with Docker's (cobra/pflag) conventions and a click-like decorator API.
 
 It exists so that starting ``pybuild`` costs nothing it does not need: it
-imports only ``os`` and ``sys`` (``difflib``, ``getpass`` and
+imports only ``os`` and ``sys`` (``getpass`` and
 ``importlib.metadata`` lazily, on the paths that need them). Commands are declared as with click::
 
     @command("run", interspersed=False)
@@ -415,9 +415,14 @@ class Group(Command):
         kw["interspersed"] = False
         super().__init__(name, callback, **kw)
         self.commands: dict[str, Command] = {}
+        self.lazy: dict[str, str] = {}  # name -> "module:attribute", imported when first asked for
 
     def add_command(self, cmd: Command, name: str | None = None) -> None:
         self.commands[name or cmd.name] = cmd
+
+    def add_lazy(self, name: str, target: str) -> None:
+        """A subcommand defined in another module, imported only when it is run (or help lists it)."""
+        self.lazy[name] = target
 
     def command(self, name: str, **kw: Any) -> Callable[[Callable[..., Any]], Command]:
         def decorator(f: Callable[..., Any]) -> Command:
@@ -428,9 +433,15 @@ class Group(Command):
         return decorator
 
     def list_commands(self) -> list[str]:
-        return sorted(self.commands)
+        return sorted({*self.commands, *self.lazy})
 
     def get_command(self, name: str) -> Command | None:
+        if name not in self.commands and name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.commands[name] = cmd
         return self.commands.get(name)
 
     def invoke(self, ctx: Context, args: list[str]) -> Any:
@@ -447,11 +458,13 @@ class Group(Command):
         return cmd.invoke(Context(cmd, name, parent=ctx), positionals[1:])
 
     def unknown_command(self, ctx: Context, name: str) -> UsageError:
-        import difflib
-
-        close = difflib.get_close_matches(name, self.list_commands(), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else ctx.see_help()
+        close = suggestions(name, [n for n in self.list_commands() if not self.commands_hidden(n)])
+        hint = ("did you mean " + " or ".join(f"'{n}'" for n in close[:3]) + "?") if close else ctx.see_help()
         return UsageError(f"unknown command {name!r}", hint)
+
+    def commands_hidden(self, name: str) -> bool:
+        cmd = self.get_command(name)
+        return cmd is None or cmd.hidden
 
     def usage(self) -> str:
         return "[OPTIONS] COMMAND [ARGS]..."
@@ -466,6 +479,32 @@ class Group(Command):
         limit = width - 4 - max((len(r[0]) for r in rows), default=0)
         rows = [(name, _shorten(text, limit)) for name, text in rows]
         return super().format_help(ctx) + "\nCommands:\n" + "\n".join(_table(rows, width)) + "\n"
+
+
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance (insert, delete, substitute: 1 each)."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def suggestions(typed: str, names: Iterable[str]) -> list[str]:
+    """cobra's rule for "did you mean": within 2 edits (case-insensitive), or a command the typed text
+    begins; of those, the nearest."""
+    low = typed.lower()
+    ranked = []
+    for n in names:
+        d = _distance(low, n.lower())
+        if n.lower().startswith(low):
+            d = min(d, 1)
+        if d <= 2:
+            ranked.append((d, n))
+    best = min((d for d, _ in ranked), default=0)
+    return sorted(n for d, n in ranked if d == best)  # the nearest only
 
 
 # -- decorators ----------------------------------------------------------------------------------------------

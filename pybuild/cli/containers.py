@@ -108,6 +108,8 @@ def container_options(f: Any) -> Any:
         option("--stop-signal", help="Signal to stop the container (default: the image's, or SIGTERM)."),
         option("--stop-timeout", type=int, help="Seconds to wait before killing on stop (default 10)."),
         option("-l", "--label", multiple=True, help="Set a label (key=value)."),
+        option("--pull", "pull_policy", default="missing", show_default=True,
+               help="Pull the image before creating: missing, always or never."),
     ]
     for decorate in reversed(options):
         f = decorate(f)
@@ -127,6 +129,7 @@ def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach:
 
     rt = _runtime(settings)
     with _create_error():
+        _ensure_image(rt.store, image, kw.pop("pull_policy"))
         config = rt.create(_run_options(image, command, **kw))
     if detach:
         rt.start_detached(config)
@@ -145,9 +148,44 @@ def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach:
 @pass_settings
 def create_cmd(settings: Settings, /, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
+    rt = _runtime(settings)
     with _create_error():
-        config = _runtime(settings).create(_run_options(image, command, **kw))
+        _ensure_image(rt.store, image, kw.pop("pull_policy"))
+        config = rt.create(_run_options(image, command, **kw))
     echo(config.id)
+
+
+def _ensure_image(store: Any, image: str, policy: str) -> None:
+    """docker's --pull: ``missing`` pulls an image the store lacks (saying so on stderr, as docker does),
+    ``always`` pulls every time, ``never`` only uses the store."""
+    from pybuild.errors import ImageNotFound
+    from pybuild.store import reference as _reference
+
+    if policy not in ("missing", "always", "never"):
+        raise UsageError(f'invalid pull option: "{policy}"', "use missing, always or never")
+    if policy == "never":
+        return
+    try:
+        store.images.resolve(image)
+        if policy == "missing":
+            return
+    except ImageNotFound:
+        pass
+    try:
+        ref = _reference.parse(image)
+    except PybuildError:
+        return  # an ID prefix or an unusual name: create says what is wrong with it
+    if policy == "missing":
+        echo(f"Unable to find image '{ref.familiar()}' locally", err=True)
+    from pybuild.cli.progress import make_progress
+    from pybuild.registry.pull import pull
+    from pybuild.registry.transport import RegistryOptions
+
+    progress = make_progress(False, out=sys.stderr)
+    try:
+        pull(store, ref, None, progress, options=RegistryOptions.from_env([]))
+    finally:
+        progress.close()
 
 
 @contextlib.contextmanager
@@ -547,6 +585,9 @@ def network_settings_doc(rt: Any, config: Any) -> dict[str, Any]:
 @group("volume")
 def volume_group() -> None:
     """Manage volumes."""
+
+
+volume_group.add_lazy("prune", "pybuild.cli.prune:volume_prune_cmd")
 
 
 @volume_group.command("ls")

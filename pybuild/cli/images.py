@@ -362,6 +362,9 @@ def system_group() -> None:
     """Manage the store."""
 
 
+system_group.add_lazy("prune", "pybuild.cli.prune:system_prune_cmd")
+
+
 @system_group.command("reset")
 @option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 @pass_settings

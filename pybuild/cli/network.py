@@ -23,6 +23,9 @@ def network_group() -> None:
     """Manage networks (bridges with their own subnet; containers on one resolve each other by name)."""
 
 
+network_group.add_lazy("prune", "pybuild.cli.prune:network_prune_cmd")
+
+
 @network_group.command("ls")
 @option("-q", "--quiet", is_flag=True, help="Only show network IDs.")
 @option("--no-trunc", is_flag=True, help="Don't truncate the IDs.")

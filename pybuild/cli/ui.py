@@ -18,13 +18,14 @@ _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
-def human_size(size: float) -> str:
-    """Decimal units with 3 significant digits, as docker prints sizes (``2.14MB``)."""
+def human_size(size: float, precision: int = 3) -> str:
+    """Decimal units with 3 significant digits, as docker prints sizes (``2.14MB``); its prune
+    totals have 4 (``16.43MB``)."""
     i = 0
     while size >= 1000 and i < len(_UNITS) - 1:
         size /= 1000.0
         i += 1
-    return f"{size:.3g}{_UNITS[i]}"
+    return f"{size:.{precision}g}{_UNITS[i]}"
 
 
 def binary_size(size: float) -> str:
