@@ -78,6 +78,7 @@ COMMANDS: dict[str, str] = {
     "rename": "pybuild.cli.manage:rename_cmd",
     "image": "pybuild.cli.groups:image_group",
     "container": "pybuild.cli.groups:container_group",
+    "completion": "pybuild.cli.completion:completion_cmd",
     "network": "pybuild.cli.network:network_group",
 }
 
