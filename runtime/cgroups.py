@@ -47,6 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from pybuild import records
 from pybuild.errors import ContainerError, RootlessError, UsageError
 from pybuild.linux.fsutil import ENTER, walk
 from pybuild.records import record
@@ -64,11 +65,12 @@ MIN_CPU_QUOTA_US = 1_000
 MIN_CPU_SHARES = 2
 MAX_CPU_SHARES = 262_144
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's linuxMinMemory
+_CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages: LONG_MAX rounded down to a page.
 V1_UNLIMITED_THRESHOLD = (1 << 63) - (1 << 20)
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset", "devices")
-V2_CONTROLLERS = ("cpu", "memory", "pids")
+V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
 
 _POLL = 0.01
 
@@ -99,6 +101,11 @@ class Limits:
     cpus: float | None = None  # --cpus
     cpu_shares: int | None = None  # --cpu-shares
     pids: int | None = None  # --pids-limit; <= 0 means unlimited
+    cpu_period: int | None = None  # --cpu-period, microseconds
+    cpu_quota: int | None = None  # --cpu-quota, microseconds per period; -1 = unlimited
+    cpuset_cpus: str | None = None  # --cpuset-cpus, e.g. "0-2,4"
+    cpuset_mems: str | None = None  # --cpuset-mems
+    memory_reservation: int | None = None  # --memory-reservation, bytes (a soft limit)
 
 
 @record(frozen=True)
@@ -162,7 +169,27 @@ def validate(limits: Limits) -> Limits:
         if shares < 0:
             raise UsageError(f"invalid CPU shares {shares}", "must be a positive number")
         shares = None if shares == 0 else min(max(shares, MIN_CPU_SHARES), MAX_CPU_SHARES)
-    return Limits(limits.memory, limits.memory_swap, limits.cpus, shares, limits.pids)
+    if limits.cpus is not None and (limits.cpu_period or limits.cpu_quota):
+        raise UsageError("Conflicting options: Nano CPUs and CPU Period/Quota cannot both be set",
+                         "use --cpus, or --cpu-period with --cpu-quota")
+    if limits.cpu_period is not None and limits.cpu_period != 0 and not 1000 <= limits.cpu_period <= 1_000_000:
+        raise UsageError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    if limits.cpu_quota is not None and limits.cpu_quota not in (0, -1) and limits.cpu_quota < 1000:
+        raise UsageError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    for what, value in (("cpuset-cpus", limits.cpuset_cpus), ("cpuset-mems", limits.cpuset_mems)):
+        if value is not None and not _CPU_LIST.fullmatch(value):
+            raise UsageError(f"invalid value {value} for {what}", "a list such as 0-3 or 0,2,4")
+    reservation = limits.memory_reservation
+    if reservation is not None:
+        if reservation == 0:
+            reservation = None
+        elif reservation < MIN_MEMORY:
+            raise UsageError("minimum memory reservation allowed is 6MB")
+        elif limits.memory is not None and limits.memory < reservation:
+            raise UsageError("Minimum memory limit can not be less than memory reservation limit",
+                             "see usage")
+    return records.replace(limits, cpu_shares=shares, cpu_period=limits.cpu_period or None,
+                           cpu_quota=limits.cpu_quota or None, memory_reservation=reservation)
 
 
 def _check_name(name: str) -> str:
@@ -627,8 +654,10 @@ class CgroupV1(Cgroup):
     def _create(self, limits: Limits, devices: tuple[DeviceRule, ...] | None = None) -> None:
         if limits.memory is not None:
             self._need("memory", "memory")
-        if limits.cpus is not None or limits.cpu_shares is not None:
+        if limits.cpus is not None or limits.cpu_shares is not None or limits.cpu_period or limits.cpu_quota:
             self._need("cpu", "cpu")
+        if limits.cpuset_cpus is not None or limits.cpuset_mems is not None:
+            self._need("cpuset", "cpuset")
         if limits.pids is not None:
             self._need("pids", "pids")
         lines = None if devices is None else _v1_device_lines(devices)
@@ -660,14 +689,31 @@ class CgroupV1(Cgroup):
         if limits.memory is not None and mem is not None:
             swap = limits.memory if limits.memory_swap is None else limits.memory_swap
             _set_memory_v1(mem, limits.memory, swap)
+        if limits.memory_reservation is not None and mem is not None:
+            _write(mem / "memory.soft_limit_in_bytes", str(limits.memory_reservation))
         cpu = self.dir("cpu")
         if limits.cpu_shares is not None and cpu is not None:
             _set_shares_v1(cpu, limits.cpu_shares)
         if limits.cpus is not None and cpu is not None:
             _set_cfs_v1(cpu, cpu_quota(limits.cpus))
+        elif (limits.cpu_period is not None or limits.cpu_quota is not None) and cpu is not None:
+            _set_cfs_v1(cpu, limits.cpu_quota if limits.cpu_quota is not None else _read_int(cpu / "cpu.cfs_quota_us"),
+                        limits.cpu_period or CPU_PERIOD_US)
+        cpuset = self.dir("cpuset")
+        if cpuset is not None:
+            if limits.cpuset_cpus is not None:
+                _write(cpuset / "cpuset.cpus", limits.cpuset_cpus)
+            if limits.cpuset_mems is not None:
+                _write(cpuset / "cpuset.mems", limits.cpuset_mems)
         pids = self.dir("pids")
         if limits.pids is not None and pids is not None:
             _write(pids / "pids.max", "max" if limits.pids <= 0 else str(limits.pids))
+
+    def update(self, limits: Limits) -> None:
+        """Apply the limits set in ``limits`` to this existing cgroup; the others stay as they are."""
+        if not self.exists():
+            raise CgroupNotFound(f"cgroup {self.name} does not exist")
+        self._apply(limits)
 
     def stats(self) -> Stats:
         if not self.exists():
@@ -842,15 +888,15 @@ def _set_shares_v1(d: Path, shares: int) -> None:
                              f"allowed range is {MIN_CPU_SHARES} to {MAX_CPU_SHARES}")
 
 
-def _set_cfs_v1(d: Path, quota: int) -> None:
+def _set_cfs_v1(d: Path, quota: int, period: int = CPU_PERIOD_US) -> None:
     period_file, quota_file = d / "cpu.cfs_period_us", d / "cpu.cfs_quota_us"
     try:
-        _write_raw(period_file, str(CPU_PERIOD_US))
+        _write_raw(period_file, str(period))
     except OSError as e:
         if e.errno != errno.EINVAL:  # the old quota may not fit the new period: quota first
-            raise ContainerError(f"cannot write '{CPU_PERIOD_US}' to {period_file}: {e.strerror}") from e
+            raise ContainerError(f"cannot write '{period}' to {period_file}: {e.strerror}") from e
         _write(quota_file, str(quota))
-        _write(period_file, str(CPU_PERIOD_US))
+        _write(period_file, str(period))
         return
     _write(quota_file, str(quota))
 
@@ -905,8 +951,23 @@ class CgroupV2(Cgroup):
             _write(p / "cpu.weight", str(cpu_shares_to_weight(limits.cpu_shares)))
         if limits.cpus is not None:
             _write(p / "cpu.max", f"{cpu_quota(limits.cpus)} {CPU_PERIOD_US}")
+        elif limits.cpu_period is not None or limits.cpu_quota is not None:
+            quota = "max" if limits.cpu_quota in (None, -1) else str(limits.cpu_quota)
+            _write(p / "cpu.max", f"{quota} {limits.cpu_period or CPU_PERIOD_US}")
+        if limits.memory_reservation is not None:
+            _write(p / "memory.low", str(limits.memory_reservation))
+        if limits.cpuset_cpus is not None:
+            _write(p / "cpuset.cpus", limits.cpuset_cpus)
+        if limits.cpuset_mems is not None:
+            _write(p / "cpuset.mems", limits.cpuset_mems)
         if limits.pids is not None:
             _write(p / "pids.max", "max" if limits.pids <= 0 else str(limits.pids))
+
+    def update(self, limits: Limits) -> None:
+        """Apply the limits set in ``limits`` to this existing cgroup; the others stay as they are."""
+        if not self.path.is_dir():
+            raise CgroupNotFound(f"cgroup {self.name} does not exist")
+        self._apply(limits)
 
     def stats(self) -> Stats:
         if not self.path.is_dir():
@@ -1001,10 +1062,12 @@ def _attach_device_filter(path: Path, prog: int) -> None:
 
 def _required_v2(limits: Limits) -> set[str]:
     required = set()
-    if limits.memory is not None:
+    if limits.memory is not None or limits.memory_reservation is not None:
         required.add("memory")
-    if limits.cpus is not None or limits.cpu_shares is not None:
+    if limits.cpus is not None or limits.cpu_shares is not None or limits.cpu_period or limits.cpu_quota:
         required.add("cpu")
+    if limits.cpuset_cpus is not None or limits.cpuset_mems is not None:
+        required.add("cpuset")
     if limits.pids is not None:
         required.add("pids")
     return required

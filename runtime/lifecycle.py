@@ -49,6 +49,8 @@ from .volumes import VolumeStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .network.manager import Attachment, NetworkManager
     from .network.networks import Network
     from .network.ports import PortBinding
@@ -501,6 +503,27 @@ class Runtime:
         if self.wait_exit(config, t).running:
             self.kill(config, signal.SIGKILL)
             self.wait_exit(config, 10)
+
+    def update_limits(self, config: ContainerConfig, **changes: Any) -> ContainerConfig:
+        """``docker update``: new resource limits (only those given change), recorded and, if it runs, applied
+        to the container's cgroup at once."""
+        limits = cgroups.validate(records.replace(config.limits, **changes))
+        with self.containers.lock(config.id):
+            state = self.refresh(config)
+            if state.running:
+                group = cgroups.open_existing(config.cgroup_name)
+                if isinstance(group, cgroups.NoCgroup):
+                    raise ContainerError(f"cannot update container {config.name}: it runs without a cgroup",
+                                         "a rootless container gets one only if it starts with limits")
+                partial = {k: getattr(limits, k) for k in changes}
+                if "memory" in changes or "memory_swap" in changes:  # the kernel checks the two together
+                    partial.update(memory=limits.memory, memory_swap=limits.memory_swap)
+                if "cpu_quota" in changes or "cpu_period" in changes:  # one file pair, written together
+                    partial.update(cpu_quota=limits.cpu_quota, cpu_period=limits.cpu_period)
+                group.update(cgroups.Limits(**partial))
+            config = records.replace(self.containers.config(config.id), limits=limits)
+            self.containers.save_config(config)
+        return config
 
     def pause(self, config: ContainerConfig) -> None:
         state = self.require_running(config)

@@ -35,7 +35,6 @@ def _memory(value: str | None) -> int | None:
 
 
 def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
-    from pybuild.runtime.cgroups import Limits
     from pybuild.runtime.lifecycle import RunOptions
 
     memory = _memory(kw["memory"])
@@ -55,13 +54,43 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
         name=kw["name"], network=kw["network"], publish=list(kw["publish"]), dns=list(kw["dns"]),
         add_hosts=list(kw["add_host"]), tty=kw["tty"], interactive=kw["interactive"],
         volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]),
-        limits=Limits(memory=memory, memory_swap=swap, cpus=kw["cpus"], cpu_shares=kw["cpu_shares"],
-                      pids=kw["pids_limit"]), init=kw["init"],
+        limits=_limits(kw, memory, swap), init=kw["init"],
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"], auto_remove=kw.get("rm", False),
         labels=labels, mounts=list(kw["mount"]), cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
         privileged=kw["privileged"], read_only=kw["read_only"], security_opt=list(kw["security_opt"]),
         devices=list(kw["device"]), ulimits=list(kw["ulimit"]), sysctls=list(kw["sysctl"]),
         shm_size=_memory(kw["shm_size"]), group_add=list(kw["group_add"]))
+
+
+def _limits(kw: dict[str, Any], memory: int | None, swap: int | None) -> Any:
+    from pybuild.runtime.cgroups import Limits
+
+    return Limits(memory=memory, memory_swap=swap, cpus=kw["cpus"], cpu_shares=kw["cpu_shares"],
+                  pids=kw["pids_limit"], cpu_period=kw["cpu_period"], cpu_quota=kw["cpu_quota"],
+                  cpuset_cpus=kw["cpuset_cpus"], cpuset_mems=kw["cpuset_mems"],
+                  memory_reservation=_memory(kw["memory_reservation"]))
+
+
+LIMIT_OPTIONS = (
+    ("-m", "--memory", None, "Memory limit (e.g. 64m, 1g)."),
+    ("--memory-swap", None, None, "Memory plus swap limit; -1 for unlimited swap."),
+    ("--memory-reservation", None, None, "Memory soft limit (e.g. 32m)."),
+    ("--cpus", None, float, "Number of CPUs (e.g. 0.5)."),
+    ("-c", "--cpu-shares", int, "Relative CPU weight."),
+    ("--cpu-period", None, int, "Limit the CPU CFS period (microseconds)."),
+    ("--cpu-quota", None, int, "Limit the CPU CFS quota (microseconds per period)."),
+    ("--cpuset-cpus", None, None, "CPUs in which to allow execution (0-3, 0,1)."),
+    ("--cpuset-mems", None, None, "Memory nodes in which to allow execution (0-3, 0,1)."),
+    ("--pids-limit", None, int, "Maximum number of processes (-1: unlimited)."),
+)
+
+
+def limit_options(f: Any) -> Any:
+    """The resource flags of run, create and update."""
+    for first, second, kind, text in reversed(LIMIT_OPTIONS):
+        names = [first] if second is None else [first, second]
+        f = option(*names, type=kind, help=text)(f)
+    return f
 
 
 def container_options(f: Any) -> Any:
@@ -98,11 +127,6 @@ def container_options(f: Any) -> Any:
         option("--sysctl", multiple=True, help="A namespaced kernel parameter: NAME=VALUE."),
         option("--shm-size", help="Size of /dev/shm (e.g. 128m; default 64m)."),
         option("--group-add", multiple=True, help="An additional group (name or gid) to run as."),
-        option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
-        option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
-        option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
-        option("-c", "--cpu-shares", type=int, help="Relative CPU weight."),
-        option("--pids-limit", type=int, help="Maximum number of processes (-1: unlimited)."),
         option("--init", is_flag=True,
                help="Run an init (tini) as PID 1 that forwards signals and reaps zombies."),
         option("--stop-signal", help="Signal to stop the container (default: the image's, or SIGTERM)."),
@@ -113,7 +137,7 @@ def container_options(f: Any) -> Any:
     ]
     for decorate in reversed(options):
         f = decorate(f)
-    return f
+    return limit_options(f)
 
 
 @command("run", interspersed=False, help_flags=RUN_HELP)
@@ -523,6 +547,9 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
         "Name": "/" + config.name,
         "HostConfig": {"Memory": limits.memory or 0, "MemorySwap": limits.memory_swap or 0,
                        "NanoCpus": int((limits.cpus or 0) * 1e9), "CpuShares": limits.cpu_shares or 0,
+                       "CpuPeriod": limits.cpu_period or 0, "CpuQuota": limits.cpu_quota or 0,
+                       "CpusetCpus": limits.cpuset_cpus or "", "CpusetMems": limits.cpuset_mems or "",
+                       "MemoryReservation": limits.memory_reservation or 0,
                        "PidsLimit": limits.pids, "NetworkMode": config.network,
                        "PortBindings": _port_bindings(config), "Dns": list(config.dns),
                        "ExtraHosts": list(config.add_hosts) or None,

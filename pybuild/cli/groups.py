@@ -30,6 +30,7 @@ CONTAINER = {
     "start": "pybuild.cli.containers:start_cmd", "stats": "pybuild.cli.containers:stats_cmd",
     "stop": "pybuild.cli.containers:stop_cmd", "top": "pybuild.cli.manage:top_cmd",
     "unpause": "pybuild.cli.containers:unpause_cmd", "wait": "pybuild.cli.manage:wait_cmd",
+    "update": "pybuild.cli.manage:update_cmd",
 }
 
 

@@ -219,10 +219,10 @@ def inspect_cmd(settings: Settings, names: tuple[str, ...], fmt: str | None, kin
         formatting.inspect(fmt, docs)
     else:
         ui.print_json(docs)
-    if missing:
-        for name in missing:
-            echo(f"Error: No such {kind or 'object'}: {name}", err=True)
-        sys.exit(1)
+    if missing:  # as docker: what was found is printed, then each missing name is an error (exit 1)
+        for name in missing[:-1]:
+            echo(f"pybuild: error: No such {kind or 'object'}: {name}", err=True)
+        raise NotFoundError(f"No such {kind or 'object'}: {missing[-1]}")
 
 
 @command("history")

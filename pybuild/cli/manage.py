@@ -1,13 +1,15 @@
-"""Container commands docker users type every day: restart, port, top, wait, diff, rename."""
+"""Container commands docker users type every day: restart, port, top, wait, diff, rename, update."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from typing import Any
 
 from pybuild.cli import Settings, pass_settings, ui
 from pybuild.cli.cmdline import argument, command, echo, option
+from pybuild.cli.containers import limit_options
 from pybuild.errors import ContainerError, PybuildError, UsageError
 
 TYPE_CHECKING = False
@@ -163,3 +165,37 @@ def rename_cmd(settings: Settings, container: str, new_name: str) -> None:
     rt = _runtime(settings)
     config = rt.containers.resolve(container)
     rt.containers.rename(config.id, new_name)
+
+
+@command("update")
+@argument("containers", nargs=-1, required=True)
+@limit_options
+@pass_settings
+def update_cmd(settings: Settings, containers: tuple[str, ...], **kw: Any) -> None:
+    """Update the resource limits of containers (applied at once to running ones)."""
+    from pybuild.cli.containers import _memory
+
+    changes: dict[str, Any] = {}
+    for key in ("cpus", "cpu_shares", "cpu_period", "cpu_quota", "cpuset_cpus", "cpuset_mems"):
+        if kw[key] is not None:
+            changes[key] = kw[key]
+    if kw["pids_limit"] is not None:
+        changes["pids"] = kw["pids_limit"]
+    if kw["memory"] is not None:
+        changes["memory"] = _memory(kw["memory"])
+    if kw["memory_reservation"] is not None:
+        changes["memory_reservation"] = _memory(kw["memory_reservation"])
+    if kw["memory_swap"] is not None:
+        from pybuild.runtime.cgroups import parse_memory_swap
+
+        changes["memory_swap"] = parse_memory_swap(kw["memory_swap"])
+    if not changes:
+        raise UsageError("you must provide one or more flags when using this command")
+    rt = _runtime(settings)
+
+    def update(name: str) -> None:
+        rt.update_limits(rt.containers.resolve(name), **changes)
+        echo(name)
+
+    if not ui.each(containers, update):
+        sys.exit(1)

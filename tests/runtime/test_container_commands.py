@@ -141,3 +141,40 @@ def test_ps_filters_last_latest_size(rt: Cli) -> None:
     assert bad.returncode == 1 and "invalid filter 'colour'" in bad.stderr
     bad = rt("ps", "-f", "status=sleeping", check=False)
     assert bad.returncode == 1 and "invalid filter 'status=sleeping'" in bad.stderr
+
+
+def _cgroup_file(controller: str, cid: str, name: str) -> str:
+    from pybuild.runtime import cgroups
+
+    root = cgroups.v1_mounts()[controller]
+    return (root / "pybuild" / cid / name).read_text().strip()
+
+
+def test_resource_flags_and_update(rt: Cli) -> None:
+    rt("run", "-d", "--name", "lim", "--cpu-period", "50000", "--cpu-quota", "25000", "--cpuset-cpus", "0",
+       "--memory", "64m", "--memory-reservation", "32m", "busybox", "sleep", "30")
+    cid = json.loads(rt("inspect", "lim").stdout)[0]["Id"]
+    host = json.loads(rt("inspect", "lim").stdout)[0]["HostConfig"]
+    assert (host["CpuPeriod"], host["CpuQuota"], host["CpusetCpus"], host["MemoryReservation"]) == \
+        (50000, 25000, "0", 32 << 20)
+    assert _cgroup_file("cpu", cid, "cpu.cfs_period_us") == "50000"
+    assert _cgroup_file("cpu", cid, "cpu.cfs_quota_us") == "25000"
+    assert _cgroup_file("cpuset", cid, "cpuset.cpus") == "0"
+    assert _cgroup_file("memory", cid, "memory.soft_limit_in_bytes") == str(32 << 20)
+
+    assert rt("update", "--cpu-quota", "40000", "--memory", "96m", "--pids-limit", "50", "lim").stdout == "lim\n"
+    assert _cgroup_file("cpu", cid, "cpu.cfs_quota_us") == "40000"
+    assert _cgroup_file("cpu", cid, "cpu.cfs_period_us") == "50000", "what was not given stays"
+    assert _cgroup_file("memory", cid, "memory.limit_in_bytes") == str(96 << 20)
+    assert _cgroup_file("pids", cid, "pids.max") == "50"
+    host = json.loads(rt("inspect", "lim").stdout)[0]["HostConfig"]
+    assert (host["CpuQuota"], host["Memory"], host["PidsLimit"]) == (40000, 96 << 20, 50), "recorded too"
+
+    conflict = rt("run", "--rm", "--cpus", "0.5", "--cpu-period", "50000", "busybox", "true", check=False)
+    assert conflict.returncode == 125 and "Conflicting options" in conflict.stderr
+    low = rt("update", "--memory", "16m", "--memory-reservation", "32m", "lim", check=False)
+    assert low.returncode == 1 and "Minimum memory limit can not be less than memory reservation" in low.stderr
+    nothing = rt("update", "lim", check=False)
+    assert nothing.returncode == 1 and "you must provide one or more flags" in nothing.stderr
+    bad = rt("run", "--rm", "--cpuset-cpus", "zero", "busybox", "true", check=False)
+    assert bad.returncode == 125 and "invalid value zero for cpuset-cpus" in bad.stderr

@@ -63,7 +63,7 @@ def test_exit_status_and_exec_errors(rt) -> None:
     assert out.returncode != 0 and "ghost" in out.stderr and "Traceback" not in out.stderr
     out = rt("run", "--rm", "-m", "lots", "busybox", "true", check=False)
     assert out.returncode == 125 and 'invalid memory value "lots"' in out.stderr  # docker run: 125
-    out = rt("run", "--rm", "nosuchimage", "true", check=False)
+    out = rt("run", "--rm", "--pull", "never", "nosuchimage", "true", check=False)
     assert out.returncode == 125 and "no such image: nosuchimage:latest" in out.stderr
     assert rt("ps", "-a", "-q").stdout == ""
 

@@ -58,10 +58,10 @@ def test_errors_are_one_line_and_exit_1(cli, busybox) -> None:
     cases = [
         (("rmi", "nosuch"), "pybuild: error: no such image: nosuch:latest"),
         (("tag", "busybox", "Bad/Name"), "pybuild: error: invalid reference format"),
-        (("inspect", "nosuch"), "pybuild: error: no such image"),
+        (("inspect", "nosuch"), "pybuild: error: No such object: nosuch"),
         (("import", "/nonexistent.tar", "x"), "pybuild: error: cannot open /nonexistent.tar"),
         (("frobnicate",), "pybuild: error: unknown command 'frobnicate'"),
-        (("imagse",), "did you mean 'images'?"),
+        (("imagess",), "did you mean 'images'?"),
         (("history",), "pybuild: error: \"pybuild history\" requires exactly 1 argument"),
     ]
     for args, expected in cases:
