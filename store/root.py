@@ -24,7 +24,7 @@ from pybuild.errors import (
     StoreError,
     UnsupportedFilesystem,
 )
-from pybuild.linux.fsutil import atomic_write, remove_tree
+from pybuild.linux.fsutil import atomic_write, remove_tree, tree_size
 from pybuild.records import field, record
 
 from . import digest as _digest
@@ -494,12 +494,18 @@ class Store:
         layers = list(self.layers.walk())
         blob_sizes = {d: self.blobs.path(d).stat().st_size for d in self.blobs.walk()}
         tagged = set(self.images.refs().values())
-        image_bytes = sum(img.size for img in images)
-        untagged = sum(img.size for img in images if img.manifest_digest not in tagged)
+        size_of = {layer.chain_id: layer.size for layer in layers}
+        image_chains = {c for img in images for c in img.chain_ids}
+        kept_chains = {c for img in images if img.manifest_digest in tagged for c in img.chain_ids}
+        # as docker: what the images' layers hold unpacked, each layer once; untagged images' own reclaimable
+        image_bytes = sum(size_of.get(c, 0) for c in image_chains)
+        untagged = sum(size_of.get(c, 0) for c in image_chains - kept_chains)
         without_cache, _ = self.live_set(include_build_cache=False)
         records = list(self.build_cache.walk())
         cache_only = live_chains - without_cache
-        cache_bytes = sum(layer.size for layer in layers if layer.chain_id in cache_only)
+        # the build cache: its records' own layers and what RUN --mount=type=cache wrote
+        cache_bytes = sum(layer.size for layer in layers if layer.chain_id in cache_only) + \
+            tree_size(self.build_cache.root / "mounts")
         return {
             "Images": (len(images), image_bytes, untagged),
             "Build Cache": (len(records), cache_bytes, cache_bytes),

@@ -7,14 +7,13 @@ removed under docker's headings and ends with ``Total reclaimed space:``
 
 from __future__ import annotations
 
-import stat
 import sys
-from pathlib import Path
 
 from pybuild.cli import Settings, pass_settings, ui
 from pybuild.cli.cmdline import command, echo, option
 from pybuild.cli.filters import Filters
 from pybuild.errors import PybuildError
+from pybuild.linux.fsutil import tree_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,20 +27,6 @@ def _runtime(settings: Settings) -> Runtime:
     from pybuild.runtime.lifecycle import Runtime
 
     return Runtime(settings.store())
-
-
-def tree_size(path: Path) -> int:
-    """Bytes of the regular files below ``path`` (walked through descriptors; 0 if it is gone)."""
-    from pybuild.linux.fsutil import FILE, walk
-
-    total = 0
-    try:
-        for event, entry in walk(path, sort=False):
-            if event == FILE and stat.S_ISREG(entry.st.st_mode):
-                total += entry.st.st_size
-    except OSError:
-        return total
-    return total
 
 
 def _until(filters: Filters) -> str | None:

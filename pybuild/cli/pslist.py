@@ -10,7 +10,6 @@ of docker's ps formatter (``.ID``, ``.Image``, ``.Command``, ``.CreatedAt``,
 from __future__ import annotations
 
 import datetime as _dt
-import stat
 from typing import Any
 
 from pybuild.cli import ui
@@ -100,17 +99,14 @@ def _network_names(config: ContainerConfig) -> str:
 
 def _size_of(rt: Runtime, config: ContainerConfig) -> str:
     """``-s``: the container's writable layer, and with the image's, docker's ``2B (virtual 1.2MB)``."""
-    from pybuild.linux.fsutil import FILE, walk
+    from pybuild.cli.imagelist import uncompressed_size
+    from pybuild.linux.fsutil import tree_size
 
     try:
         rw = rt.store.layers.get_rw(config.id)
-        diff = rt.store.layers.overlay / rw.mount_id / "diff"
-        total = 0
-        for event, entry in walk(diff, sort=False):
-            if event == FILE and stat.S_ISREG(entry.st.st_mode):
-                total += entry.st.st_size
+        total = tree_size(rt.store.layers.overlay / rw.mount_id / "diff")
         image = rt.store.images.get(config.manifest)
-        return f"{ui.human_size(total)} (virtual {ui.human_size(total + image.size)})"
+        return f"{ui.human_size(total)} (virtual {ui.human_size(total + uncompressed_size(rt.store, image))})"
     except (PybuildError, OSError):
         return "0B"
 

@@ -225,6 +225,18 @@ def walk(root: str | bytes | os.PathLike[str], *, sort: bool = True, make_search
         os.close(cur)
 
 
+def tree_size(path: str | os.PathLike[str]) -> int:
+    """Bytes of the regular files below ``path``, walked through descriptors (0 if it is not there)."""
+    total = 0
+    try:
+        for event, entry in walk(path, sort=False):
+            if event == FILE and stat.S_ISREG(entry.st.st_mode):
+                total += entry.st.st_size
+    except OSError:
+        pass
+    return total
+
+
 def remove_tree(path: str | bytes | os.PathLike[str], *, dir_fd: int | None = None) -> None:
     """Remove a file or directory tree, tolerating its absence (``path`` relative to ``dir_fd`` when given).
 
