@@ -535,6 +535,10 @@ class Cgroup(ABC):
     def _roots(self) -> list[Path]:
         """The hierarchy roots ``name`` is relative to."""
 
+    def update(self, limits: Limits) -> None:
+        """Apply the limits set in ``limits`` to this existing cgroup; the others stay as they are."""
+        raise ContainerError(f"cgroup {self.name} cannot take limits")
+
     def paths(self) -> list[Path]:
         """Every existing directory of this cgroup: write a pid to cgroup.procs of each to join."""
         return [d for d in self._dirs() if d.is_dir()]

@@ -68,7 +68,6 @@ COMMANDS: dict[str, str] = {
     "logs": "pybuild.cli.containers:logs_cmd",
     "stats": "pybuild.cli.containers:stats_cmd",
     "export": "pybuild.cli.containers:export_cmd",
-    "cp": "pybuild.cli.cp:cp_cmd",
     "commit": "pybuild.cli.containers:commit_cmd",
     "volume": "pybuild.cli.containers:volume_group",
     "restart": "pybuild.cli.manage:restart_cmd",
