@@ -129,7 +129,9 @@ class Settings:
             program = _mount_program(self.storage_opts)
             self.enter_namespace()
             self._store = Store.open(self.root, clean=clean, mount_program=program)
-            if os.geteuid() == 0:
+            from pybuild.linux import userns
+
+            if os.geteuid() == 0 and not userns.rootless():  # a user's namespace can remove no host link
                 from pybuild.runtime.network.orphans import remove_vanished_store_links
 
                 remove_vanished_store_links()  # bridges and NAT tables of stores thrown away

@@ -41,8 +41,13 @@ def vanished_store_links(sysfs: Path = SYSFS_NET) -> list[tuple[str, Path]]:
         if not alias.startswith(_TAG + "/"):
             continue
         root = Path(alias[len(_TAG):])
-        if not (root / "version").exists():
+        try:
+            os.stat(root / "version")
+        except (FileNotFoundError, NotADirectoryError):
             found.append((name, root))
+        except OSError:
+            continue  # unreadable (another user's, a dangling mount): not known to be gone
+
     return sorted(found)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.linux.fsutil import remove_tree
 from tests.conftest import Cli
 from tests.registry.conftest import PASSWORD, USER, Registry, start_registry, write_htpasswd
 from tests.rootless.conftest import User, WebHost
@@ -272,6 +273,25 @@ def test_info_says_rootless_and_overlay(clean_user: User) -> None:
     assert f"  UID Map: 0:{clean_user.uid}:1, 1:" in out
     assert " Cgroup Driver: none" in out
     assert f" Docker Root Dir: {clean_user.home / 'info-store'}" in out
+
+
+def test_a_root_stores_bridge_the_user_cannot_see_into_is_left_alone(clean_user: User) -> None:
+    """A rootful store under a 0700 directory keeps a bridge: inside the user's namespace its
+    root reads as permission denied, which is neither gone nor a reason to fail."""
+    hidden = Path("/root") / f"pbrl-hidden-{os.getpid()}"
+    (hidden / "root").mkdir(parents=True)
+    os.chmod(hidden, 0o700)
+    (hidden / "root" / "version").write_text("1")
+    link = f"pbrlh{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", link, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", link, "alias", f"pybuild:{hidden / 'root'}"], check=True)
+        out = clean_user.run("--root", str(clean_user.home / "hidden-store"), "images").stdout
+        assert out.split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+        assert Path("/sys/class/net", link).exists()
+    finally:
+        subprocess.run(["ip", "link", "del", link], check=False)
+        remove_tree(hidden)
 
 
 def test_login_push_pull_with_the_users_own_credentials(clean_user: User, user_busybox: Path,

@@ -56,7 +56,8 @@ def test_limits_round_trip_as_a_record(tmp_path: Path) -> None:
     config = ContainerConfig.from_json(OLD_CONFIG)
     doc = config.to_json()
     assert doc["limits"] == {"memory": 33554432, "memory_swap": 67108864, "cpus": 1.5, "cpu_shares": 512,
-                             "pids": 20}
+                             "pids": 20, "cpu_period": None, "cpu_quota": None, "cpuset_cpus": None,
+                             "cpuset_mems": None, "memory_reservation": None}
     assert not {"memory", "pids_limit"} & set(doc)
     store = ContainerStore(tmp_path)
     store.dir.mkdir()
