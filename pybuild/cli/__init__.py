@@ -50,7 +50,7 @@ COMMANDS: dict[str, str] = {
     "unshare": "pybuild.cli.rootless:unshare_cmd",
     "parse": "pybuild.cli.build:parse_cmd",
     "build": "pybuild.cli.build:build_cmd",
-    "builder": "pybuild.cli.build:builder_group",
+    "builder": "pybuild.cli.prune:builder_group",
     "pull": "pybuild.cli.registry:pull_cmd",
     "push": "pybuild.cli.registry:push_cmd",
     "login": "pybuild.cli.registry:login_cmd",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pybuild.cli import pass_settings
-from pybuild.cli.cmdline import Choice, IntRange, argument, command, echo, group, option
+from pybuild.cli.cmdline import Choice, IntRange, argument, command, echo, option
 from pybuild.cli.ui import key_values
 from pybuild.errors import DockerfileError, PybuildError, UsageError
 from pybuild.store.model import ContainerConfig
@@ -260,40 +260,3 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
 
         for ref in refs:
             push_built(store, image, ref, quiet)
-
-
-@group("builder")
-def builder_group() -> None:
-    """Manage the build cache."""
-
-
-@builder_group.command("prune")
-@option("--keep-duration", "keep", default=None,
-        help="Keep records used within this duration (e.g. 24h, 7d).")
-@pass_settings
-def builder_prune_cmd(settings: Settings, keep: str | None) -> None:
-    """Remove the build cache (step records, cache mounts, checksum memo) and free what only it used."""
-    from pybuild.builder.checksum import ChecksumCache
-    from pybuild.cli import ui
-    from pybuild.linux.fsutil import remove_tree
-
-    store = settings.store()
-    older = None
-    if keep is not None:
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if not keep or keep[-1] not in units or not keep[:-1].isdigit():
-            raise UsageError(f"invalid duration {keep!r}", "use a number with s, m, h or d: 24h")
-        older = int(keep[:-1]) * units[keep[-1]]
-    from pybuild.cli.images import abandoned_build_cgroups, remove_build_cgroups
-
-    remove_build_cgroups(abandoned_build_cgroups(store))  # RUN cgroups of killed builds
-    with store.writing():
-        removed = store.build_cache.prune(older)
-        if older is None:
-            remove_tree(store.build_cache.root / "mounts")  # what RUN steps wrote: any depth
-            with ChecksumCache.for_store(store.root) as memo:
-                memo.prune(keep=0)
-    report = store.gc()
-    freed = report.bytes_freed if report else 0
-    echo(f"Deleted build cache records: {removed}")
-    echo(f"Total reclaimed space: {ui.human_size(freed)}")

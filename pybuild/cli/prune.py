@@ -1,4 +1,4 @@
-"""docker's prune family: ``container``, ``image``, ``volume``, ``network`` and ``system prune``.
+"""docker's prune family: ``container``, ``image``, ``volume``, ``network``, ``builder`` and ``system prune``.
 
 Each asks docker's ``[y/N]`` question unless ``-f`` is given, lists what it
 removed under docker's headings and ends with ``Total reclaimed space:``
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 
 from pybuild.cli import Settings, pass_settings, ui
-from pybuild.cli.cmdline import command, echo, option
+from pybuild.cli.cmdline import command, echo, group, option
 from pybuild.cli.filters import Filters
-from pybuild.errors import PybuildError
+from pybuild.errors import PybuildError, UsageError
 from pybuild.linux.fsutil import tree_size
 
 TYPE_CHECKING = False
@@ -262,3 +262,47 @@ def system_prune_cmd(settings: Settings, all_: bool, volumes: bool, force: bool,
         freed += size
     _total(freed)
     sys.stdout.flush()
+
+
+@group("builder")
+def builder_group() -> None:
+    """Manage the build cache."""
+
+
+def _build_cache_age(filters: Filters, keep: str | None) -> int | None:
+    """Seconds of use that keep a record (``--filter until=``, or pybuild's older ``--keep-duration``)."""
+    import time
+
+    from pybuild.runtime.logs import log_time
+
+    if keep is not None:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        if not keep or keep[-1] not in units or not keep[:-1].isdigit():
+            raise UsageError(f"invalid duration {keep!r}", "use a number with s, m, h or d: 24h")
+        return int(keep[:-1]) * units[keep[-1]]
+    values = filters.values("until")
+    if not values:
+        return None
+    when = ui.parse_time(log_time(values[-1]))
+    assert when is not None
+    return max(0, int(time.time() - when.timestamp()))
+
+
+@builder_group.command("prune")
+@option("-a", "--all", "all_", is_flag=True, help="Remove all build cache (pybuild keeps no other kind).")
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+        help="Filter: until=DURATION|TIME (keep records used since).")
+@option("--keep-duration", "keep", default=None, help="Keep records used within this duration (e.g. 24h, 7d).")
+@pass_settings
+def builder_prune_cmd(settings: Settings, all_: bool, force: bool, filters: tuple[str, ...],
+                      keep: str | None) -> None:
+    """Remove the build cache (step records, cache mounts, checksum memo) and free what only it used."""
+    wanted = Filters(filters, ("until",))
+    older = _build_cache_age(wanted, keep)
+    if not _confirmed(force, "WARNING! This will remove all build cache." if all_ or older is None
+                      else "WARNING! This will remove build cache not used recently."):
+        return
+    removed, freed = clear_build_cache(settings.store(), older)
+    echo(f"Deleted build cache objects: {removed}")
+    _total(freed)

@@ -161,8 +161,8 @@ def test_builder_prune_drops_the_cache(bcli: Cli, ctx: Path) -> None:
     write_context(ctx, {"Dockerfile": "FROM busybox\nRUN echo x > /x\n"})
     bcli("build", str(ctx))  # untagged: only the build cache keeps its layer
     assert "CACHED [2/2]" in bcli("build", str(ctx)).stdout
-    out = bcli("builder", "prune").stdout
-    assert "Deleted build cache records:" in out
+    out = bcli("builder", "prune", "-f").stdout
+    assert "Deleted build cache objects:" in out
     assert "CACHED" not in bcli("build", str(ctx)).stdout
 
 

@@ -93,6 +93,24 @@ def test_system_prune(cli: Cli, busybox: str, workdir: Path) -> None:
     assert total.startswith("Total reclaimed space: ") and not total.endswith(" 0B"), total
 
 
+def test_builder_prune_asks_and_reports_what_it_freed(cli: Cli, busybox: str, workdir: Path) -> None:
+    ctx = _context(workdir, "FROM busybox:latest\nRUN --mount=type=cache,target=/c "
+                            "head -c 3000000 /dev/zero > /c/blob && head -c 2000000 /dev/zero > /layer\n")
+    cli("build", "-q", str(ctx))  # untagged: a dangling image, which keeps its 2 MB layer
+    kept = cli("builder", "prune", input=b"n\n").stdout
+    assert kept == "WARNING! This will remove all build cache.\nAre you sure you want to continue? [y/N] "
+    assert "CACHED" in cli("build", "--progress", "plain", str(ctx)).stdout
+    recent = cli("builder", "prune", "-f", "--filter", "until=1h").stdout.splitlines()
+    assert recent == ["Deleted build cache objects: 0", "Total reclaimed space: 0B"], "used within the hour: kept"
+    bad = cli("builder", "prune", "-f", "--filter", "dangling=true", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("pybuild: error: ")
+    out = cli("builder", "prune", "-f").stdout.splitlines()
+    assert out[0] == "Deleted build cache objects: 1"
+    size = out[1].removeprefix("Total reclaimed space: ")
+    assert size.endswith("MB") and 3.0 <= float(size[:-2]) < 3.1, out  # the cache mount; the image keeps its layer
+    assert "CACHED" not in cli("build", "--progress", "plain", str(ctx)).stdout
+
+
 def test_groups_typos_and_run_pull(cli: Cli, busybox: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     assert cli("image", "ls").stdout == cli("images").stdout
     assert cli("image", "list", "-q").stdout == cli("images", "-q").stdout
