@@ -22,6 +22,7 @@ from pybuild.store.images import now_iso
 from pybuild.store.locks import locked
 
 from .cgroups import Limits
+from .restart import RestartPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .network.ports import PortBinding
 
 
-CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
+CREATED, RUNNING, PAUSED, RESTARTING, EXITED = "created", "running", "paused", "restarting", "exited"
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nifty", "proud", "quirky", "silly", "sleepy", "tender", "vivid", "witty", "zealous", "bold")
@@ -92,6 +93,7 @@ class ContainerConfig:
     sysctls: dict[str, str] = field(default_factory=dict)
     shm_size: int | None = None
     group_add: tuple[str, ...] = ()
+    restart: RestartPolicy = RestartPolicy()  # --restart; ``update --restart`` changes it
 
     def to_json(self) -> dict[str, Any]:
         return records.asdict(self)
@@ -112,6 +114,7 @@ class ContainerConfig:
             doc[key] = tuple(doc[key]) if doc.get(key) is not None else None
         doc["mounts"] = tuple(VolumeMount(**m) for m in doc.get("mounts") or ())
         doc["limits"] = _limits_from_json(doc)
+        doc["restart"] = RestartPolicy(**doc["restart"]) if isinstance(doc.get("restart"), dict) else RestartPolicy()
         known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 
@@ -144,6 +147,9 @@ class ContainerState:
     exit_code: int = 0
     oom_killed: bool = False
     error: str = ""
+    restart_count: int = 0        # starts by the restart policy since the last manual start
+    manually_stopped: bool = False  # ``stop``/``kill``: no policy restarts it (Docker's HasBeenManuallyStopped)
+    supervision_lost: bool = False  # ended because its monitor died: the next command may restart it
 
     def to_json(self) -> dict[str, Any]:
         return records.asdict(self)
@@ -155,6 +161,11 @@ class ContainerState:
 
     @property
     def running(self) -> bool:
+        """Docker's State.Running: up, paused, or between two runs of its restart policy."""
+        return self.status in (RUNNING, PAUSED, RESTARTING)
+
+    @property
+    def has_process(self) -> bool:
         return self.status in (RUNNING, PAUSED)
 
 
@@ -260,8 +271,15 @@ class ContainerStore:
         atomic_write(self.path(container_id) / "state.json", json.dumps(state.to_json()).encode(), durable=False)
 
     def update_state(self, container_id: str, **changes: Any) -> ContainerState:
-        state = records.replace(self.state(container_id), **changes)
-        self.save_state(container_id, state)
+        """Change some fields of the state: a read and a write that no other process's update interleaves
+        (the monitor and a ``stop`` write the same record)."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(locked(self.path(container_id) / "state.lock"))
+            except FileNotFoundError:
+                raise ContainerNotFound(f"no such container: {container_id[:12]}") from None
+            state = records.replace(self.state(container_id), **changes)
+            self.save_state(container_id, state)
         return state
 
     def walk(self) -> Iterator[ContainerConfig]:

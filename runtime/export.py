@@ -17,7 +17,7 @@ def export_container(runtime: Runtime, config: ContainerConfig, out: BinaryIO) -
     state = runtime.refresh(config)
     layers = runtime.store.layers
     rw = layers.get_rw(config.id)
-    if state.running:
+    if state.has_process:
         export_rootfs(out, running_pid=state.pid)
     else:
         lowers = [f"{rw.mount_id}/diff", *layers.lowers(rw.mount_id)]

@@ -32,6 +32,7 @@ from .containers import (
     CREATED,
     EXITED,
     PAUSED,
+    RESTARTING,
     RUNNING,
     ContainerConfig,
     ContainerState,
@@ -42,7 +43,8 @@ from .containers import (
 )
 from .environment import merge_env, read_env_file
 from .process import ContainerProcess, enter
-from .run import RunResult, execute, pump_pty
+from .restart import RestartPolicy, next_delay, should_restart
+from .run import execute, pump_pty
 from .signals import signal_number
 from .spec import DEFAULT_PATH, ContainerSpec, Mount, OverlayRootfs, ProcessSpec
 from .volumes import VolumeStore
@@ -98,6 +100,18 @@ class RunOptions:
     sysctls: list[str] = field(default_factory=list)  # NAME=VALUE
     shm_size: int | None = None
     group_add: list[str] = field(default_factory=list)
+    restart: RestartPolicy = RestartPolicy()
+
+
+@record(frozen=True)
+class Supervised:
+    """How one run of a container under its monitor ended."""
+
+    exit_code: int
+    restart: bool = False  # its restart policy starts it again
+    uptime: float = 0.0  # seconds it ran
+    oom_killed: bool = False
+    memory_limit: int | None = None
 
 
 def find_init() -> Path:
@@ -154,6 +168,8 @@ class Runtime:
         env = merge_env(env, extra)
         limits = cgroups.validate(opts.limits)
         cgroups.check_rootless_limits(limits)
+        if opts.auto_remove and opts.restart.enabled:
+            raise UsageError("conflicting options: cannot specify both --restart and --rm")
         stop_signal = opts.stop_signal or cfg.stop_signal or "SIGTERM"
         signal_number(stop_signal)
         if opts.init:
@@ -176,7 +192,7 @@ class Runtime:
             privileged=opts.privileged, read_only=opts.read_only, security_opt=tuple(sec.as_docker_list()),
             devices=tuple(opts.devices), ulimits=tuple(opts.ulimits),
             sysctls=dict(security.parse_sysctls(opts.sysctls, network == "host")),
-            shm_size=opts.shm_size, group_add=tuple(opts.group_add))
+            shm_size=opts.shm_size, group_add=tuple(opts.group_add), restart=opts.restart)
         self.isolation(config)  # the rest of the security options checked before anything is written
         if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
             raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -350,21 +366,32 @@ class Runtime:
 
     # ---- running -------------------------------------------------------------------
 
-    def _claim(self, config: ContainerConfig) -> None:
+    def _claim(self, config: ContainerConfig, *, by_policy: bool = False) -> None:
+        """Make this process the container's monitor. A start by the user begins a new count of policy
+        restarts and forgets an earlier ``stop``; a start ``by_policy`` continues a monitor's restarts."""
         with self.containers.lock(config.id):
             state = self.refresh(config)
+            if by_policy:
+                if state.status != RESTARTING:
+                    raise ConflictError(f"container {config.name} is no longer restarting")
+                self.containers.update_state(config.id, pid=0, pid_start=0, monitor_pid=os.getpid())
+                return
             if state.running:
                 raise ConflictError(f"container {config.name} is already running")
             self.containers.update_state(config.id, status=CREATED, pid=0, pid_start=0, monitor_pid=os.getpid(),
-                                         error="", exit_code=0, oom_killed=False)
+                                         error="", exit_code=0, oom_killed=False, restart_count=0,
+                                         manually_stopped=False)
 
     def _supervise(self, config: ContainerConfig, stdin: int | None, stdout: int | None, stderr: int | None,
                    on_started: Callable[[ContainerProcess], None] | None = None,
-                   proxy_signals: bool = True) -> RunResult:
-        """Run the container to its end as its monitor, recording every transition."""
+                   proxy_signals: bool = True) -> Supervised:
+        """Run the container to its end as its monitor, recording every transition; at the end, the
+        restart policy decides between ``exited`` and ``restarting`` (the state says which)."""
         attachment: Attachment | None = None
+        began = [0.0]
 
         def started(proc: ContainerProcess, cg: cgroups.Cgroup) -> None:
+            began[0] = time.monotonic()
             self.containers.update_state(config.id, status=RUNNING, pid=proc.pid,
                                          pid_start=process_start_time(proc.pid), started_at=now_iso(),
                                          monitor_pid=os.getpid())
@@ -379,9 +406,12 @@ class Runtime:
                              proxy_signals=proxy_signals, seccomp_cache=self.seccomp_cache)
         except PybuildError as exc:
             code = getattr(exc, "exit_code", 125)
-            self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=code, error=str(exc),
-                                         finished_at=now_iso())
-            raise
+            if began[0] == 0.0 and self.containers.state(config.id).restart_count == 0:
+                # the user's own start failed: the error is theirs to see, no policy retries it
+                self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=code, error=str(exc),
+                                             finished_at=now_iso())
+                raise
+            return self._ended(config, code, 0.0, error=str(exc))
         except BaseException:
             self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137, finished_at=now_iso())
             raise
@@ -390,9 +420,25 @@ class Runtime:
                 # A failure here leaves an ownerless endpoint: the next attach, rm or prune undoes it.
                 with contextlib.suppress(Exception):
                     attachment.detach()
-        self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=result.exit_code,
-                                     oom_killed=result.oom_killed, finished_at=now_iso())
-        return result
+        return self._ended(config, result.exit_code, time.monotonic() - began[0], oom_killed=result.oom_killed,
+                           memory_limit=result.memory_limit)
+
+    def _ended(self, config: ContainerConfig, exit_code: int, uptime: float, *, oom_killed: bool = False,
+               memory_limit: int | None = None, error: str = "") -> Supervised:
+        """Record the end of one run: ``restarting`` when the policy (read afresh: ``update`` may have
+        changed it) starts it again, else ``exited``."""
+        with self.containers.lock(config.id):
+            with contextlib.suppress(ContainerNotFound):
+                config = self.containers.config(config.id)
+            state = self.containers.state(config.id)
+            again = not state.manually_stopped and should_restart(config.restart, exit_code, state.restart_count,
+                                                                   state.manually_stopped)
+            state = self.containers.update_state(
+                config.id, status=RESTARTING if again else EXITED, pid=0, exit_code=exit_code,
+                oom_killed=oom_killed, error=error, finished_at=now_iso(),
+                restart_count=state.restart_count + (1 if again else 0))
+        return Supervised(exit_code=exit_code, restart=again, uptime=uptime, oom_killed=oom_killed,
+                          memory_limit=memory_limit)
 
     def _connect(self, config: ContainerConfig) -> tuple[Attachment | None, ContainerSpec]:
         """The container's network for this start, and its spec: a bridge endpoint, another's namespace, or none."""
@@ -404,7 +450,7 @@ class Runtime:
                 raise NetworkError(f"cannot join the network of container {target_id[:12]}: it was removed") \
                     from None
             state = self.refresh(target)
-            if not state.running:
+            if not state.has_process:
                 raise NetworkError(f"cannot join the network of container {target.name}: it is not running")
             hosts = self._hosts_path(target.id)
             return None, self.spec_for(config, netns=f"/proc/{state.pid}/ns/net",
@@ -422,8 +468,12 @@ class Runtime:
             attachment.detach()
             raise
 
-    def run_foreground(self, config: ContainerConfig) -> RunResult:
-        """``pybuild run`` without ``-d``: this process is the monitor; stdio is the terminal's."""
+    def run_foreground(self, config: ContainerConfig) -> Supervised:
+        """``pybuild run`` without ``-d``: this process is the monitor; stdio is the terminal's.
+
+        As with docker, the command returns when the container first exits;
+        a restart policy that starts it again hands it to a detached monitor.
+        """
         self._claim(config)
         try:
             if config.tty:
@@ -431,9 +481,15 @@ class Runtime:
                     assert proc.pty_master is not None
                     pump_pty(proc.pty_master, proc, config.interactive)
 
-                return self._supervise(config, None, None, None, on_started=attach)
-            stdin = sys.stdin.fileno() if config.interactive else None
-            return self._supervise(config, stdin, None, None)
+                outcome = self._supervise(config, None, None, None, on_started=attach)
+            else:
+                stdin = sys.stdin.fileno() if config.interactive else None
+                outcome = self._supervise(config, stdin, None, None)
+            if outcome.restart:
+                from .monitor import start_monitor
+
+                start_monitor(self, config, resume_after=next_delay(0.0, outcome.uptime))
+            return outcome
         finally:
             if config.auto_remove:
                 self.remove(config.id, force=True, volumes=True)
@@ -446,37 +502,95 @@ class Runtime:
         start_monitor(self, config)
 
     def refresh(self, config: ContainerConfig) -> ContainerState:
-        """The container's state, corrected if its monitor died without recording the end."""
+        """The container's state, corrected if its monitor died without recording the end.
+
+        A monitor can die alone (``kill -9`` of it): the container's output then
+        goes nowhere and no policy would restart it, so the orphan is killed
+        and the record says so. The next container command starts it again
+        when its restart policy asks (:meth:`recover_supervision`).
+        """
         state = self.containers.state(config.id)
-        if state.status in (RUNNING, PAUSED) and not is_alive(state.pid, state.pid_start):
+        if state.status == RESTARTING:
             if state.monitor_pid and _pid_alive(state.monitor_pid):
-                # the monitor is recording the exit right now: its record (the real exit code) wins
-                deadline = time.monotonic() + 2.0
-                while time.monotonic() < deadline:
-                    time.sleep(0.01)
+                return state
+            return self.containers.update_state(
+                config.id, status=EXITED, pid=0, supervision_lost=True,
+                error=f"its monitor (pid {state.monitor_pid}) died while waiting to restart it")
+        if state.status not in (RUNNING, PAUSED):
+            return state
+        alive = is_alive(state.pid, state.pid_start)
+        monitor_alive = bool(state.monitor_pid) and _pid_alive(state.monitor_pid)
+        if alive and (monitor_alive or not state.monitor_pid):
+            return state
+        if not alive and monitor_alive:
+            # the monitor is recording the exit right now: its record (the real exit code) wins
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+                state = self.containers.state(config.id)
+                if state.status not in (RUNNING, PAUSED) or not _pid_alive(state.monitor_pid):
+                    break
+            if state.status not in (RUNNING, PAUSED) or _pid_alive(state.monitor_pid):
+                return state  # recorded, or still busy (a slow disk): not ours to overrule
+        if alive:  # an orphan: its monitor died, it still runs
+            error = f"its monitor (pid {state.monitor_pid}) died; the container was stopped"
+        else:
+            error = f"its monitor (pid {state.monitor_pid}) died before recording how the container ended"
+        with contextlib.suppress(PybuildError):
+            cg = cgroups.open_existing(config.cgroup_name)
+            if alive:
+                cg.kill_all()
+            cg.remove()
+        return self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137, error=error,
+                                            supervision_lost=True, finished_at=state.finished_at or now_iso())
+
+    def recover_supervision(self) -> list[str]:
+        """Start again, each under a new monitor, the containers whose monitor died and whose restart
+        policy asks for it (what a daemon would do when it starts); their names."""
+        started = []
+        for config in list(self.containers.walk()):
+            if not config.restart.enabled:
+                continue
+            with contextlib.suppress(ContainerNotFound):
+                if not self.refresh(config).supervision_lost:
+                    continue
+                with self.containers.lock(config.id):  # one command takes it over, however many look
                     state = self.containers.state(config.id)
-                    if not state.running or not _pid_alive(state.monitor_pid):
-                        break
-                if not state.running:
-                    return state
-                if _pid_alive(state.monitor_pid):
-                    return state  # still busy (a slow disk): not ours to overrule
-            with contextlib.suppress(PybuildError):
-                cgroups.open_existing(config.cgroup_name).remove()
-            state = self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137,
-                                                 finished_at=state.finished_at or now_iso())
-        return state
+                    if not state.supervision_lost or state.status != EXITED:
+                        continue
+                    self.containers.update_state(config.id, supervision_lost=False)
+                if not should_restart(config.restart, state.exit_code, state.restart_count, state.manually_stopped):
+                    continue
+                try:
+                    self._claim(config)
+                    self.containers.update_state(config.id, restart_count=state.restart_count + 1)
+                    from .monitor import start_monitor
+
+                    start_monitor(self, config)
+                    started.append(config.name)
+                except PybuildError:
+                    continue  # recorded in its state by the start; the next command does not retry forever
+        return started
 
     # ---- signals ---------------------------------------------------------------------
 
-    def require_running(self, config: ContainerConfig) -> ContainerState:
+    def require_running(self, config: ContainerConfig, *, process: bool = True) -> ContainerState:
+        """Its state if it is up; with ``process``, only with a process to act on (not between restarts)."""
         state = self.refresh(config)
         if not state.running:
             raise ConflictError(f"container {config.name} is not running")
+        if process and state.status == RESTARTING:
+            raise ConflictError(f"container {config.name} is restarting, wait until the container is running")
         return state
 
     def kill(self, config: ContainerConfig, sig: int = signal.SIGKILL) -> None:
-        state = self.require_running(config)
+        """Signal the container's init. SIGKILL and its stop signal also cancel its restart policy for this
+        run, as docker's kill does; a restarting container only has its restart cancelled."""
+        state = self.require_running(config, process=False)
+        if sig in (signal.SIGKILL, signal_number(config.stop_signal)):
+            self.containers.update_state(config.id, manually_stopped=True)
+        if state.status == RESTARTING:
+            return
         if state.status == PAUSED and sig in (signal.SIGKILL, signal.SIGTERM):
             with contextlib.suppress(PybuildError):
                 cgroups.open_existing(config.cgroup_name).thaw()
@@ -495,13 +609,17 @@ class Runtime:
             time.sleep(0.05)
 
     def stop(self, config: ContainerConfig, timeout: int | None = None) -> None:
+        """docker stop: the stop signal, SIGKILL after the timeout; no restart policy starts it again."""
         state = self.refresh(config)
         if not state.running:
+            if state.status == EXITED and not state.manually_stopped:
+                self.containers.update_state(config.id, manually_stopped=True)  # unless-stopped remembers
             return
         self.kill(config, signal_number(config.stop_signal))
         t = config.stop_timeout if timeout is None else timeout
         if self.wait_exit(config, t).running:
-            self.kill(config, signal.SIGKILL)
+            with contextlib.suppress(ConflictError):
+                self.kill(config, signal.SIGKILL)
             self.wait_exit(config, 10)
 
     def update_limits(self, config: ContainerConfig, **changes: Any) -> ContainerConfig:
@@ -510,7 +628,7 @@ class Runtime:
         limits = cgroups.validate(records.replace(config.limits, **changes))
         with self.containers.lock(config.id):
             state = self.refresh(config)
-            if state.running:
+            if state.has_process:
                 group = cgroups.open_existing(config.cgroup_name)
                 if isinstance(group, cgroups.NoCgroup):
                     raise ContainerError(f"cannot update container {config.name}: it runs without a cgroup",
@@ -522,6 +640,15 @@ class Runtime:
                     partial.update(cpu_quota=limits.cpu_quota, cpu_period=limits.cpu_period)
                 group.update(cgroups.Limits(**partial))
             config = records.replace(self.containers.config(config.id), limits=limits)
+            self.containers.save_config(config)
+        return config
+
+    def set_restart_policy(self, config: ContainerConfig, policy: RestartPolicy) -> ContainerConfig:
+        """``update --restart``: a running monitor reads it when the container next exits."""
+        if config.auto_remove and policy.enabled:
+            raise ConflictError("Restart policy cannot be updated because AutoRemove is enabled for the container")
+        with self.containers.lock(config.id):
+            config = records.replace(self.containers.config(config.id), restart=policy)
             self.containers.save_config(config)
         return config
 

@@ -15,18 +15,26 @@ import json
 import os
 import sys
 import threading
+import time
 
 from pybuild.errors import ContainerError, PybuildError
 from pybuild.store.images import now_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .containers import ContainerConfig
-    from .lifecycle import Runtime
+    from .lifecycle import Runtime, Supervised
     from .process import ContainerProcess
 
 
-def start_monitor(runtime: Runtime, config: ContainerConfig) -> None:
+def start_monitor(runtime: Runtime, config: ContainerConfig, *, resume_after: float | None = None) -> None:
+    """Fork the container's monitor and return once the container runs (or failed to start).
+
+    ``resume_after``: the container is between two runs of its restart
+    policy; the monitor starts it after that many seconds and this returns at once.
+    """
     r, w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -42,7 +50,7 @@ def start_monitor(runtime: Runtime, config: ContainerConfig) -> None:
                 os.dup2(devnull, fd)
             os.closerange(3, w)
             os.closerange(w + 1, 65536)
-            _monitor_main(runtime, config, w)
+            _monitor_main(runtime, config, w, resume_after)
         finally:
             os._exit(0)
     os.close(w)
@@ -60,10 +68,58 @@ def start_monitor(runtime: Runtime, config: ContainerConfig) -> None:
     raise err
 
 
-def _monitor_main(runtime: Runtime, config: ContainerConfig, report_fd: int) -> None:
+def _monitor_main(runtime: Runtime, config: ContainerConfig, report_fd: int, resume_after: float | None) -> None:
+    """Supervise the container: each run's output into the log; the restart policy between runs."""
+    from .restart import next_delay
+
     log_path = runtime.containers.log_path(config.id)
     log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the monitor
     lock = threading.Lock()
+    report = [report_fd]
+
+    def tell(message: bytes) -> None:
+        """Answer the CLI that started us, once."""
+        if report:
+            fd = report.pop()
+            with contextlib.suppress(OSError):
+                os.write(fd, message)
+            os.close(fd)
+
+    delay = 0.0
+    try:
+        if resume_after is not None:
+            runtime.containers.update_state(config.id, monitor_pid=os.getpid())  # before the old one is gone
+            tell(b"ok")
+            delay = resume_after
+            if not _wait_to_restart(runtime, config, delay):
+                return
+            runtime._claim(config, by_policy=True)
+        while True:
+            outcome = _run_once(runtime, config, log, lock, tell)
+            if not outcome.restart:
+                return
+            delay = next_delay(delay, outcome.uptime)
+            if not _wait_to_restart(runtime, config, delay):
+                return
+            try:
+                runtime._claim(config, by_policy=True)
+            except PybuildError:
+                return  # removed, or stopped meanwhile
+    except PybuildError as exc:
+        tell(f"{getattr(exc, 'exit_code', 125)} {exc}".encode())
+    except BaseException as exc:  # noqa: BLE001
+        tell(f"125 {exc}".encode())
+    finally:
+        tell(b"125 the container monitor ended before the container started")
+        log.close()
+        if config.auto_remove:
+            with contextlib.suppress(PybuildError):
+                runtime.remove(config.id, force=True, volumes=True)
+
+
+def _run_once(runtime: Runtime, config: ContainerConfig, log: object, lock: threading.Lock,
+              tell: Callable[[bytes], None]) -> Supervised:
+    """One run of the container, its stdout and stderr (or pty) copied into the log until both close."""
     threads: list[threading.Thread] = []
 
     def pump(fd: int, stream: str) -> None:
@@ -86,42 +142,54 @@ def _monitor_main(runtime: Runtime, config: ContainerConfig, report_fd: int) -> 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     write_ends = [out_w, err_w]  # ours to close once the container holds its copies
-    reported = False
+    read_ends = [out_r, err_r]  # ours to close if the container never starts
 
     def close_write_ends() -> None:
         while write_ends:
             os.close(write_ends.pop())
 
     def started(proc: ContainerProcess) -> None:
-        nonlocal reported
         close_write_ends()
         sources = [(out_r, "stdout"), (err_r, "stderr")]
+        read_ends.clear()  # the pumps close them
         if proc.pty_master is not None:
             sources.append((os.dup(proc.pty_master), "stdout"))
         for fd, stream in sources:
             t = threading.Thread(target=pump, args=(fd, stream), daemon=True)
             t.start()
             threads.append(t)
-        os.write(report_fd, b"ok")
-        os.close(report_fd)
-        reported = True
+        tell(b"ok")
 
     try:
-        runtime._supervise(config, None, out_w, err_w, on_started=started, proxy_signals=False)
-    except PybuildError as exc:
-        if not reported:
-            os.write(report_fd, f"{getattr(exc, 'exit_code', 125)} {exc}".encode())
-    except BaseException as exc:  # noqa: BLE001
-        if not reported:
-            os.write(report_fd, f"125 {exc}".encode())
+        return runtime._supervise(config, None, out_w, err_w, on_started=started, proxy_signals=False)
     finally:
         close_write_ends()
+        for fd in read_ends:
+            os.close(fd)
         for t in threads:
             t.join(timeout=5)
-        log.close()
-        if config.auto_remove:
+
+
+def _wait_to_restart(runtime: Runtime, config: ContainerConfig, delay: float) -> bool:
+    """Sleep out the back-off; False (and the container recorded as exited) if it was stopped meanwhile."""
+    from .containers import EXITED, RESTARTING
+
+    deadline = time.monotonic() + delay
+    while True:
+        try:
+            state = runtime.containers.state(config.id)
+        except PybuildError:
+            return False  # removed
+        if state.status != RESTARTING:
+            return False
+        if state.manually_stopped:
             with contextlib.suppress(PybuildError):
-                runtime.remove(config.id, force=True, volumes=True)
+                runtime.containers.update_state(config.id, status=EXITED, pid=0)
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.05))
 
 
 def _write_log(log: object, lock: threading.Lock, data: bytes, stream: str) -> None:

@@ -23,7 +23,9 @@ RUN_HELP = ("--help",)
 def _runtime(settings: Settings) -> Any:
     from pybuild.runtime.lifecycle import Runtime
 
-    return Runtime(settings.store())
+    rt = Runtime(settings.store())
+    rt.recover_supervision()  # what a daemon would do on start: containers whose monitor died
+    return rt
 
 
 def _memory(value: str | None) -> int | None:
@@ -59,7 +61,13 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
         labels=labels, mounts=list(kw["mount"]), cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
         privileged=kw["privileged"], read_only=kw["read_only"], security_opt=list(kw["security_opt"]),
         devices=list(kw["device"]), ulimits=list(kw["ulimit"]), sysctls=list(kw["sysctl"]),
-        shm_size=_memory(kw["shm_size"]), group_add=list(kw["group_add"]))
+        shm_size=_memory(kw["shm_size"]), group_add=list(kw["group_add"]), restart=_restart(kw["restart"]))
+
+
+def _restart(text: str | None) -> Any:
+    from pybuild.runtime.restart import RestartPolicy, parse_restart
+
+    return RestartPolicy() if text is None else parse_restart(text)
 
 
 def _limits(kw: dict[str, Any], memory: int | None, swap: int | None) -> Any:
@@ -134,6 +142,7 @@ def container_options(f: Any) -> Any:
         option("-l", "--label", multiple=True, help="Set a label (key=value)."),
         option("--pull", "pull_policy", default="missing", show_default=True,
                help="Pull the image before creating: missing, always or never."),
+        option("--restart", help="Restart policy: no, on-failure[:max-retries], always, unless-stopped."),
     ]
     for decorate in reversed(options):
         f = decorate(f)
@@ -168,6 +177,7 @@ def run_cmd(settings: Settings, /, image: str, command: tuple[str, ...], detach:
 @command("create", interspersed=False, help_flags=RUN_HELP)
 @argument("image")
 @argument("command", nargs=-1)
+@option("--rm", is_flag=True, help="Remove the container when it exits.")
 @container_options
 @pass_settings
 def create_cmd(settings: Settings, /, image: str, command: tuple[str, ...], **kw: Any) -> None:
@@ -539,12 +549,14 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
         "Created": config.created,
         "Path": config.args[0],
         "Args": list(config.args[1:]),
-        "State": {"Status": state.status, "Running": state.status == "running",
-                  "Paused": state.status == "paused", "OOMKilled": state.oom_killed, "Pid": state.pid,
+        "State": {"Status": state.status, "Running": state.running,
+                  "Paused": state.status == "paused", "Restarting": state.status == "restarting",
+                  "OOMKilled": state.oom_killed, "Dead": False, "Pid": state.pid,
                   "ExitCode": state.exit_code, "Error": state.error, "StartedAt": state.started_at,
                   "FinishedAt": state.finished_at},
         "Image": config.image_id,
         "Name": "/" + config.name,
+        "RestartCount": state.restart_count,
         "HostConfig": {"Memory": limits.memory or 0, "MemorySwap": limits.memory_swap or 0,
                        "NanoCpus": int((limits.cpus or 0) * 1e9), "CpuShares": limits.cpu_shares or 0,
                        "CpuPeriod": limits.cpu_period or 0, "CpuQuota": limits.cpu_quota or 0,
@@ -554,6 +566,7 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                        "PortBindings": _port_bindings(config), "Dns": list(config.dns),
                        "ExtraHosts": list(config.add_hosts) or None,
                        "AutoRemove": config.auto_remove, "Init": config.init,
+                       "RestartPolicy": config.restart.to_doc(),
                        "Binds": [f"{m.source}:{m.target}" + (":ro" if m.readonly else "")
                                  for m in config.mounts if m.kind == "bind"],
                        **_security_doc(config)},

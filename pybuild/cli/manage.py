@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
 
 def _runtime(settings: Settings) -> Runtime:
-    from pybuild.runtime.lifecycle import Runtime
+    from pybuild.cli.containers import _runtime as runtime
 
-    return Runtime(settings.store())
+    rt: Runtime = runtime(settings)
+    return rt
 
 
 @command("restart")
@@ -102,7 +103,7 @@ def top_cmd(settings: Settings, container: str, ps_args: tuple[str, ...]) -> Non
     rt = _runtime(settings)
     config = rt.containers.resolve(container)
     state = rt.refresh(config)
-    if not state.running:
+    if not state.has_process:
         raise ContainerError(f"container {config.name} is not running")
     pids = _pids_in_container(state.pid)
     args = list(ps_args) or ["-ef"]
@@ -169,10 +170,11 @@ def rename_cmd(settings: Settings, container: str, new_name: str) -> None:
 
 @command("update")
 @argument("containers", nargs=-1, required=True)
+@option("--restart", help="Restart policy: no, on-failure[:max-retries], always, unless-stopped.")
 @limit_options
 @pass_settings
-def update_cmd(settings: Settings, containers: tuple[str, ...], **kw: Any) -> None:
-    """Update the resource limits of containers (applied at once to running ones)."""
+def update_cmd(settings: Settings, containers: tuple[str, ...], restart: str | None, **kw: Any) -> None:
+    """Update the resource limits (applied at once to running containers) or the restart policy."""
     from pybuild.cli.containers import _memory
 
     changes: dict[str, Any] = {}
@@ -189,12 +191,21 @@ def update_cmd(settings: Settings, containers: tuple[str, ...], **kw: Any) -> No
         from pybuild.runtime.cgroups import parse_memory_swap
 
         changes["memory_swap"] = parse_memory_swap(kw["memory_swap"])
-    if not changes:
+    policy = None
+    if restart is not None:
+        from pybuild.runtime.restart import parse_restart
+
+        policy = parse_restart(restart)
+    if not changes and policy is None:
         raise UsageError("you must provide one or more flags when using this command")
     rt = _runtime(settings)
 
     def update(name: str) -> None:
-        rt.update_limits(rt.containers.resolve(name), **changes)
+        config = rt.containers.resolve(name)
+        if changes:
+            config = rt.update_limits(config, **changes)
+        if policy is not None:
+            rt.set_restart_policy(config, policy)
         echo(name)
 
     if not ui.each(containers, update):

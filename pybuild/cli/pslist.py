@@ -33,9 +33,12 @@ HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Create
 
 
 def status_text(state: ContainerState) -> str:
-    """docker's STATUS: ``Created``, ``Up 5 minutes``, ``Up 2 hours (Paused)``, ``Exited (1) 3 seconds ago``."""
+    """docker's STATUS: ``Created``, ``Up 5 minutes``, ``Up 2 hours (Paused)``, ``Exited (1) 3 seconds ago``,
+    ``Restarting (1) 2 seconds ago``."""
     if state.status == "created":
         return "Created"
+    if state.status == "restarting":
+        return f"Restarting ({state.exit_code}) {ui.ago(state.finished_at)}"
     if state.status in ("running", "paused"):
         text = "Up " + ui.human_duration(seconds_since(state.started_at))
         return text + (" (Paused)" if state.status == "paused" else "")
