@@ -20,12 +20,14 @@ from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
 from pybuild.store.images import now_iso
 from pybuild.store.locks import locked
+from pybuild.store.model import Healthcheck
 
 from .cgroups import Limits
 from .restart import RestartPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .network.ports import PortBinding
@@ -94,6 +96,7 @@ class ContainerConfig:
     shm_size: int | None = None
     group_add: tuple[str, ...] = ()
     restart: RestartPolicy = RestartPolicy()  # --restart; ``update --restart`` changes it
+    healthcheck: Healthcheck | None = None  # the image's HEALTHCHECK under the --health-* flags
 
     def to_json(self) -> dict[str, Any]:
         return records.asdict(self)
@@ -115,6 +118,9 @@ class ContainerConfig:
         doc["mounts"] = tuple(VolumeMount(**m) for m in doc.get("mounts") or ())
         doc["limits"] = _limits_from_json(doc)
         doc["restart"] = RestartPolicy(**doc["restart"]) if isinstance(doc.get("restart"), dict) else RestartPolicy()
+        check = doc.get("healthcheck")
+        doc["healthcheck"] = Healthcheck(**{**check, "test": tuple(check.get("test") or ())}) \
+            if isinstance(check, dict) else None
         known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 
@@ -150,6 +156,7 @@ class ContainerState:
     restart_count: int = 0        # starts by the restart policy since the last manual start
     manually_stopped: bool = False  # ``stop``/``kill``: no policy restarts it (Docker's HasBeenManuallyStopped)
     supervision_lost: bool = False  # ended because its monitor died: the next command may restart it
+    health: dict[str, Any] | None = None  # Docker's State.Health: Status, FailingStreak, Log
 
     def to_json(self) -> dict[str, Any]:
         return records.asdict(self)
@@ -281,6 +288,16 @@ class ContainerStore:
             state = records.replace(self.state(container_id), **changes)
             self.save_state(container_id, state)
         return state
+
+    def update_health(self, container_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Replace ``State.Health`` with ``change(current)``, under the state's lock."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(locked(self.path(container_id) / "state.lock"))
+            except FileNotFoundError:
+                raise ContainerNotFound(f"no such container: {container_id[:12]}") from None
+            state = self.state(container_id)
+            self.save_state(container_id, records.replace(state, health=change(dict(state.health or {}))))
 
     def walk(self) -> Iterator[ContainerConfig]:
         if not self.dir.is_dir():

@@ -24,10 +24,12 @@ from pybuild import records
 from pybuild.errors import ConflictError, ContainerError, ContainerNotFound, NetworkError, PybuildError, UsageError
 from pybuild.linux.fsutil import atomic_write, remove_tree
 from pybuild.records import field, record
+from pybuild.store.events import Journal
 from pybuild.store.images import Image, now_iso
+from pybuild.store.model import Healthcheck
 from pybuild.store.root import Store
 
-from . import cgroups, initlayer, security
+from . import cgroups, health, initlayer, security
 from .containers import (
     CREATED,
     EXITED,
@@ -101,6 +103,8 @@ class RunOptions:
     shm_size: int | None = None
     group_add: list[str] = field(default_factory=list)
     restart: RestartPolicy = RestartPolicy()
+    healthcheck: Healthcheck | None = None  # --health-*: fields over the image's HEALTHCHECK
+    no_healthcheck: bool = False
 
 
 @record(frozen=True)
@@ -126,7 +130,13 @@ class Runtime:
         self.store = store
         self.containers = ContainerStore(store.root)
         self.volumes = VolumeStore(store.root)
+        self.events = Journal(store.root)
         self._networks: NetworkManager | None = None
+
+    def event(self, config: ContainerConfig, action: str, **attributes: str) -> None:
+        """Journal a container event, with docker's attributes (image, name, the labels) and ``attributes``."""
+        self.events.emit("container", action, config.id,
+                         {**config.labels, "image": config.image, "name": config.name, **attributes})
 
     @property
     def networks(self) -> NetworkManager:
@@ -192,7 +202,8 @@ class Runtime:
             privileged=opts.privileged, read_only=opts.read_only, security_opt=tuple(sec.as_docker_list()),
             devices=tuple(opts.devices), ulimits=tuple(opts.ulimits),
             sysctls=dict(security.parse_sysctls(opts.sysctls, network == "host")),
-            shm_size=opts.shm_size, group_add=tuple(opts.group_add), restart=opts.restart)
+            shm_size=opts.shm_size, group_add=tuple(opts.group_add), restart=opts.restart,
+            healthcheck=health.merge(cfg.healthcheck, opts.healthcheck, opts.no_healthcheck))
         self.isolation(config)  # the rest of the security options checked before anything is written
         if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
             raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -210,6 +221,7 @@ class Runtime:
                 self._write_init_layer(config, Path(self.store.layers.overlay / (rw.init_id or "") / "diff"), leased)
                 self._prepare_volumes(config, image)
                 config = self.containers.create(config, generated_name=opts.name is None)
+                self.event(config, "create")
             except BaseException:
                 if leased is not None:
                     with contextlib.suppress(PybuildError, OSError):
@@ -389,12 +401,18 @@ class Runtime:
         restart policy decides between ``exited`` and ``restarting`` (the state says which)."""
         attachment: Attachment | None = None
         began = [0.0]
+        checks: list[health.HealthMonitor] = []
 
         def started(proc: ContainerProcess, cg: cgroups.Cgroup) -> None:
             began[0] = time.monotonic()
             self.containers.update_state(config.id, status=RUNNING, pid=proc.pid,
                                          pid_start=process_start_time(proc.pid), started_at=now_iso(),
                                          monitor_pid=os.getpid())
+            self.event(config, "start")
+            if health.probe_args(config.healthcheck) is not None:
+                assert config.healthcheck is not None
+                checks.append(health.HealthMonitor(self, config, config.healthcheck))
+                checks[0].start()
             if on_started is not None:
                 on_started(proc)
 
@@ -416,6 +434,8 @@ class Runtime:
             self.containers.update_state(config.id, status=EXITED, pid=0, exit_code=137, finished_at=now_iso())
             raise
         finally:
+            for check in checks:
+                check.stop()
             if attachment is not None:
                 # A failure here leaves an ownerless endpoint: the next attach, rm or prune undoes it.
                 with contextlib.suppress(Exception):
@@ -437,6 +457,9 @@ class Runtime:
                 config.id, status=RESTARTING if again else EXITED, pid=0, exit_code=exit_code,
                 oom_killed=oom_killed, error=error, finished_at=now_iso(),
                 restart_count=state.restart_count + (1 if again else 0))
+        if oom_killed:
+            self.event(config, "oom")
+        self.event(config, "die", exitCode=str(exit_code), execDuration=str(int(uptime)))
         return Supervised(exit_code=exit_code, restart=again, uptime=uptime, oom_killed=oom_killed,
                           memory_limit=memory_limit)
 
@@ -589,6 +612,7 @@ class Runtime:
         state = self.require_running(config, process=False)
         if sig in (signal.SIGKILL, signal_number(config.stop_signal)):
             self.containers.update_state(config.id, manually_stopped=True)
+        self.event(config, "kill", signal=str(int(sig)))
         if state.status == RESTARTING:
             return
         if state.status == PAUSED and sig in (signal.SIGKILL, signal.SIGTERM):
@@ -621,6 +645,14 @@ class Runtime:
             with contextlib.suppress(ConflictError):
                 self.kill(config, signal.SIGKILL)
             self.wait_exit(config, 10)
+        self.event(config, "stop")
+
+    def restart(self, config: ContainerConfig, timeout: int | None = None) -> None:
+        """docker restart: stop (if it runs), then start detached."""
+        if self.refresh(config).running:
+            self.stop(config, timeout)
+        self.start_detached(self.containers.config(config.id))
+        self.event(config, "restart")
 
     def update_limits(self, config: ContainerConfig, **changes: Any) -> ContainerConfig:
         """``docker update``: new resource limits (only those given change), recorded and, if it runs, applied
@@ -658,6 +690,7 @@ class Runtime:
             raise ConflictError(f"container {config.name} is already paused")
         cgroups.open_existing(config.cgroup_name).freeze()
         self.containers.update_state(config.id, status=PAUSED)
+        self.event(config, "pause")
 
     def unpause(self, config: ContainerConfig) -> None:
         state = self.require_running(config)
@@ -665,6 +698,7 @@ class Runtime:
             raise ConflictError(f"container {config.name} is not paused")
         cgroups.open_existing(config.cgroup_name).thaw()
         self.containers.update_state(config.id, status=RUNNING)
+        self.event(config, "unpause")
 
     # ---- removal -----------------------------------------------------------------------
 
@@ -689,6 +723,7 @@ class Runtime:
                     with contextlib.suppress(PybuildError, OSError):
                         self.volumes.remove(m.source)
         self.containers.remove_record(config.id)
+        self.event(config, "destroy")
 
     # ---- exec ---------------------------------------------------------------------------
 
@@ -703,18 +738,47 @@ class Runtime:
                               cwd=workdir or config.cwd, user=config.user if user is None else user,
                               tty=tty, stdin=interactive, groups=iso.groups, rlimits=iso.rlimits)
         cg = cgroups.open_existing(config.cgroup_name)
+        exec_id, command = os.urandom(32).hex(), " ".join(args)
+        self.event(config, f"exec_create: {command}", execID=exec_id)
         proc = enter(state.pid, process, capabilities=iso.capabilities, no_new_privs=iso.no_new_privs,
                      seccomp_profile=iso.seccomp, seccomp_cache=self.seccomp_cache, cgroup=cg,
                      stdin=sys.stdin.fileno() if interactive and not tty else None)
+        self.event(config, f"exec_start: {command}", execID=exec_id)
+        code = -1
         try:
             from .run import forward_signals
 
             if tty and proc.pty_master is not None:
                 pump_pty(proc.pty_master, proc, interactive)
             with forward_signals(proc):
-                return proc.wait().code
+                code = proc.wait().code
+            return code
         finally:
             proc.close()
+            self.event(config, "exec_die", execID=exec_id, exitCode=str(code))
+
+    def start_probe(self, config: ContainerConfig, args: tuple[str, ...]) -> tuple[ContainerProcess, int]:
+        """A health check's process inside the running container (as ``exec`` runs one, with the container's
+        user, directory and environment), its stdout and stderr on one pipe; (process, the pipe's read end)."""
+        state = self.require_running(config)
+        if state.status == PAUSED:
+            raise ConflictError(f"container {config.name} is paused")
+        iso = self.isolation(config)
+        process = ProcessSpec(args=args, env=config.env, cwd=config.cwd, user=config.user, groups=iso.groups,
+                              rlimits=iso.rlimits)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            with open(os.devnull, "rb") as null:
+                proc = enter(state.pid, process, capabilities=iso.capabilities, no_new_privs=iso.no_new_privs,
+                             seccomp_profile=iso.seccomp, seccomp_cache=self.seccomp_cache,
+                             cgroup=cgroups.open_existing(config.cgroup_name), stdin=null.fileno(),
+                             stdout=write_end, stderr=write_end)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return proc, read_end
 
     # ---- maintenance ---------------------------------------------------------------------
 

@@ -122,6 +122,11 @@ class ContainerProcess:
     def returncode(self) -> ExitStatus | None:
         return self._status
 
+    @property
+    def exit_fd(self) -> int | None:
+        """A descriptor that turns readable when the process ends (for select), None once reaped."""
+        return self._status_fd
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the process; a no-op once it has exited."""
         if self._pidfd is None:

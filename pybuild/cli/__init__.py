@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "system": "pybuild.cli.images:system_group",
     "info": "pybuild.cli.images:info_cmd",
     "version": "pybuild.cli.version:version_cmd",
+    "events": "pybuild.cli.events:events_cmd",
     "unshare": "pybuild.cli.rootless:unshare_cmd",
     "parse": "pybuild.cli.build:parse_cmd",
     "build": "pybuild.cli.build:build_cmd",

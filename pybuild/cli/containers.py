@@ -61,7 +61,49 @@ def _run_options(image: str, command: tuple[str, ...], **kw: Any) -> Any:
         labels=labels, mounts=list(kw["mount"]), cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
         privileged=kw["privileged"], read_only=kw["read_only"], security_opt=list(kw["security_opt"]),
         devices=list(kw["device"]), ulimits=list(kw["ulimit"]), sysctls=list(kw["sysctl"]),
-        shm_size=_memory(kw["shm_size"]), group_add=list(kw["group_add"]), restart=_restart(kw["restart"]))
+        shm_size=_memory(kw["shm_size"]), group_add=list(kw["group_add"]), restart=_restart(kw["restart"]),
+        healthcheck=_healthcheck(kw), no_healthcheck=kw["no_healthcheck"])
+
+
+HEALTH_FLAGS = ("health_cmd", "health_interval", "health_timeout", "health_start_period", "health_start_interval",
+                "health_retries")
+
+
+def _healthcheck(kw: dict[str, Any]) -> Any:
+    """``--health-*`` as docker's CLI reads them (durations in Go's syntax, kept in nanoseconds)."""
+    given = [name for name in HEALTH_FLAGS if kw[name] is not None]
+    if kw["no_healthcheck"]:
+        if given:
+            raise UsageError("--no-healthcheck conflicts with --health-* options")
+        return None
+    if not given:
+        return None
+    from pybuild.builder.parse import parse_duration
+    from pybuild.store.model import Healthcheck
+
+    def nanos(name: str) -> int:
+        text = kw[name]
+        if text is None:
+            return 0
+        flag = "--" + name.replace("_", "-")
+        try:
+            value = parse_duration(text)
+        except ValueError:
+            raise UsageError(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration "{text}"') \
+                from None
+        if value < 0:
+            raise UsageError(f"{flag} cannot be negative")
+        if 0 < value < 1_000_000:
+            raise UsageError(f"{flag} cannot be less than 1ms")
+        return value
+
+    retries = kw["health_retries"] or 0
+    if retries < 0:
+        raise UsageError("--health-retries cannot be negative")
+    return Healthcheck(test=("CMD-SHELL", kw["health_cmd"]) if kw["health_cmd"] else (),
+                       interval=nanos("health_interval"), timeout=nanos("health_timeout"),
+                       start_period=nanos("health_start_period"), start_interval=nanos("health_start_interval"),
+                       retries=retries)
 
 
 def _restart(text: str | None) -> Any:
@@ -143,6 +185,15 @@ def container_options(f: Any) -> Any:
         option("--pull", "pull_policy", default="missing", show_default=True,
                help="Pull the image before creating: missing, always or never."),
         option("--restart", help="Restart policy: no, on-failure[:max-retries], always, unless-stopped."),
+        option("--health-cmd", help="Command to run to check health (run with /bin/sh -c)."),
+        option("--health-interval", help="Time between running the check (ms|s|m|h), default 30s."),
+        option("--health-timeout", help="Maximum time to allow one check to run (ms|s|m|h), default 30s."),
+        option("--health-start-period", help="Start period for the container to initialize before counting "
+                                             "retries towards unstable (ms|s|m|h)."),
+        option("--health-start-interval", help="Time between running the check during the start period "
+                                               "(ms|s|m|h), default 5s."),
+        option("--health-retries", type=int, help="Consecutive failures needed to report unhealthy (default 3)."),
+        option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
     ]
     for decorate in reversed(options):
         f = decorate(f)
@@ -553,7 +604,8 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                   "Paused": state.status == "paused", "Restarting": state.status == "restarting",
                   "OOMKilled": state.oom_killed, "Dead": False, "Pid": state.pid,
                   "ExitCode": state.exit_code, "Error": state.error, "StartedAt": state.started_at,
-                  "FinishedAt": state.finished_at},
+                  "FinishedAt": state.finished_at,
+                  **({"Health": _health_doc(state.health)} if _has_check(config) else {})},
         "Image": config.image_id,
         "Name": "/" + config.name,
         "RestartCount": state.restart_count,
@@ -578,10 +630,24 @@ def container_inspect_doc(rt: Any, config: Any) -> dict[str, Any]:
                    "Entrypoint": list(config.entrypoint) if config.entrypoint is not None else None,
                    "WorkingDir": config.cwd, "Image": config.image, "Tty": config.tty,
                    "OpenStdin": config.interactive, "StopSignal": config.stop_signal,
-                   "StopTimeout": config.stop_timeout, "Labels": dict(config.labels)},
+                   "StopTimeout": config.stop_timeout, "Labels": dict(config.labels),
+                   **({"Healthcheck": config.healthcheck.to_json()} if config.healthcheck else {})},
         "GraphDriver": {"Name": "overlay2", "Data": graph},
         "NetworkSettings": network_settings_doc(rt, config),
     }
+
+
+def _has_check(config: Any) -> bool:
+    from pybuild.runtime.health import probe_args
+
+    return probe_args(config.healthcheck) is not None
+
+
+def _health_doc(health: dict[str, Any] | None) -> dict[str, Any]:
+    """Docker's State.Health; ``starting`` until the first probe of a run."""
+    health = health or {}
+    return {"Status": health.get("Status", "starting"), "FailingStreak": health.get("FailingStreak", 0),
+            "Log": list(health.get("Log", []))}
 
 
 def _security_doc(config: Any) -> dict[str, Any]:

@@ -363,6 +363,7 @@ def system_group() -> None:
 
 
 system_group.add_lazy("prune", "pybuild.cli.prune:system_prune_cmd")
+system_group.add_lazy("events", "pybuild.cli.events:events_cmd")
 
 
 @system_group.command("reset")

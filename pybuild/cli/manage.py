@@ -42,9 +42,7 @@ def restart_cmd(settings: Settings, containers: tuple[str, ...], timeout: int | 
 
             signal_number(sig)
             config = records.replace(config, stop_signal=sig)
-        if rt.refresh(config).running:
-            rt.stop(config, timeout)
-        rt.start_detached(rt.containers.config(config.id))
+        rt.restart(config, timeout)
         echo(name)
 
     if not ui.each(containers, restart):
@@ -166,6 +164,7 @@ def rename_cmd(settings: Settings, container: str, new_name: str) -> None:
     rt = _runtime(settings)
     config = rt.containers.resolve(container)
     rt.containers.rename(config.id, new_name)
+    rt.event(rt.containers.config(config.id), "rename", oldName="/" + config.name)
 
 
 @command("update")

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from pybuild.runtime.lifecycle import Runtime
 
 PS_FILTERS = ("id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume", "network",
-              "publish", "expose")
+              "publish", "expose", "health")
+HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
 STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 FIELDS = ("Command", "CreatedAt", "ID", "Image", "Labels", "LocalVolumes", "Mounts", "Names", "Networks",
           "Ports", "RunningFor", "Size", "State", "Status")
@@ -41,7 +42,12 @@ def status_text(state: ContainerState) -> str:
         return f"Restarting ({state.exit_code}) {ui.ago(state.finished_at)}"
     if state.status in ("running", "paused"):
         text = "Up " + ui.human_duration(seconds_since(state.started_at))
-        return text + (" (Paused)" if state.status == "paused" else "")
+        if state.status == "paused":
+            return text + " (Paused)"
+        if state.health:
+            status = state.health.get("Status", "starting")
+            return text + (" (health: starting)" if status == "starting" else f" ({status})")
+        return text
     return f"Exited ({state.exit_code}) {ui.ago(state.finished_at)}"
 
 
@@ -123,11 +129,23 @@ def _descends_from(rt: Runtime, config: ContainerConfig, ancestors: list[list[st
     return any(layers[:len(a)] == a for a in ancestors)
 
 
+def _health(config: ContainerConfig, state: ContainerState) -> str:
+    """docker's ps ``health`` filter value: ``none`` without a check."""
+    from pybuild.runtime.health import probe_args
+
+    if probe_args(config.healthcheck) is None:
+        return "none"
+    return str((state.health or {}).get("Status", "starting"))
+
+
 def select(rt: Runtime, *, all_: bool, filters: Filters, last: int, size: bool, trunc: bool) -> list[ContainerRow]:
     """The rows ``ps`` shows, newest first, as docker chooses them."""
     for value in filters.values("status"):
         if value not in STATES:
             raise UsageError(f"invalid filter 'status={value}'", f"valid states: {', '.join(STATES)}")
+    for value in filters.values("health"):
+        if value not in HEALTH_STATES:
+            raise UsageError(f"invalid filter 'health={value}'", f"valid values: {', '.join(HEALTH_STATES)}")
     exited: list[int] = []
     for value in filters.values("exited"):
         try:
@@ -161,6 +179,8 @@ def select(rt: Runtime, *, all_: bool, filters: Filters, last: int, size: bool, 
                 and filters.labels(config.labels) and filters.match("status", state.status)):
             continue
         if exited and not (state.status == "exited" and state.exit_code in exited):
+            continue
+        if filters.has("health") and not filters.exact("health", _health(config, state)):
             continue
         if filters.has("ancestor") and not _descends_from(rt, config, ancestors):
             continue
