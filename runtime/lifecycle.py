@@ -29,7 +29,7 @@ from pybuild.store.images import Image, now_iso
 from pybuild.store.model import Healthcheck
 from pybuild.store.root import Store
 
-from . import cgroups, health, initlayer, security
+from . import cgroups, initlayer, security
 from .containers import (
     CREATED,
     EXITED,
@@ -55,6 +55,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .health import HealthMonitor
     from .network.manager import Attachment, NetworkManager
     from .network.networks import Network
     from .network.ports import PortBinding
@@ -203,7 +204,7 @@ class Runtime:
             devices=tuple(opts.devices), ulimits=tuple(opts.ulimits),
             sysctls=dict(security.parse_sysctls(opts.sysctls, network == "host")),
             shm_size=opts.shm_size, group_add=tuple(opts.group_add), restart=opts.restart,
-            healthcheck=health.merge(cfg.healthcheck, opts.healthcheck, opts.no_healthcheck))
+            healthcheck=_healthcheck(cfg.healthcheck, opts))
         self.isolation(config)  # the rest of the security options checked before anything is written
         if opts.name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", opts.name):
             raise UsageError(f"invalid container name {opts.name!r}", "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -401,7 +402,7 @@ class Runtime:
         restart policy decides between ``exited`` and ``restarting`` (the state says which)."""
         attachment: Attachment | None = None
         began = [0.0]
-        checks: list[health.HealthMonitor] = []
+        checks: list[HealthMonitor] = []
 
         def started(proc: ContainerProcess, cg: cgroups.Cgroup) -> None:
             began[0] = time.monotonic()
@@ -409,10 +410,12 @@ class Runtime:
                                          pid_start=process_start_time(proc.pid), started_at=now_iso(),
                                          monitor_pid=os.getpid())
             self.event(config, "start")
-            if health.probe_args(config.healthcheck) is not None:
-                assert config.healthcheck is not None
-                checks.append(health.HealthMonitor(self, config, config.healthcheck))
-                checks[0].start()
+            if config.healthcheck is not None:
+                from .health import HealthMonitor, probe_args
+
+                if probe_args(config.healthcheck) is not None:
+                    checks.append(HealthMonitor(self, config, config.healthcheck))
+                    checks[0].start()
             if on_started is not None:
                 on_started(proc)
 
@@ -859,6 +862,15 @@ class NetworkInfo:
     bridge: str = ""
     ports: tuple[PortBinding, ...] = ()   # as published now (host ports resolved); empty unless running
     sandbox: str = ""
+
+
+def _healthcheck(image: Healthcheck | None, opts: RunOptions) -> Healthcheck | None:
+    """The image's HEALTHCHECK under the flags' (health.py imported only when there is one)."""
+    if image is None and opts.healthcheck is None and not opts.no_healthcheck:
+        return None
+    from .health import merge
+
+    return merge(image, opts.healthcheck, opts.no_healthcheck)
 
 
 def _pid_alive(pid: int) -> bool:
