@@ -332,8 +332,9 @@ class Context(SourceTree):
     def from_dir(cls, path: str | os.PathLike[str], dockerfile: str | os.PathLike[str] | None = None) -> Context:
         """A directory context; ``dockerfile`` is a path (relative to the cwd, as ``-f``), ``-`` or None.
 
-        None means ``<context>/Dockerfile`` (or ``<context>/dockerfile`` when
-        only that exists); ``-`` means the Dockerfile comes from elsewhere
+        None means ``<context>/Dockerfile`` (or, when only that exists,
+        ``<context>/dockerfile``, then ``<context>/Containerfile``: podman's and
+        buildah's name); ``-`` means the Dockerfile comes from elsewhere
         (stdin), so only ``<context>/.dockerignore`` can apply.
         """
         root = Path(path)
@@ -342,9 +343,7 @@ class Context(SourceTree):
         root = root.resolve()
         df: Path | None
         if dockerfile is None:
-            df = root / "Dockerfile"
-            if not df.exists() and (root / "dockerfile").exists():
-                df = root / "dockerfile"
+            df = _default_dockerfile(root)
         elif os.fspath(dockerfile) == "-":
             df = None
         else:
@@ -354,10 +353,11 @@ class Context(SourceTree):
 
     @classmethod
     def from_tar(cls, stream: BinaryIO, scratch_dir: str | os.PathLike[str],
-                 dockerfile: str | None = "Dockerfile") -> Context:
+                 dockerfile: str | None = None) -> Context:
         """A context from a (possibly compressed) tar stream, extracted under ``scratch_dir``.
 
-        ``dockerfile`` is a path inside the archive (``None``/``-``: none).
+        ``dockerfile`` is a path inside the archive (``None``: ``Dockerfile``, or
+        ``Containerfile`` when only that is there, as :meth:`from_dir`; ``-``: none).
         The temp dir belongs to the context: :meth:`close` removes it.
         """
         scratch = Path(scratch_dir)
@@ -372,8 +372,10 @@ class Context(SourceTree):
             except LayerError as exc:
                 raise BuildError(f"cannot read the build context archive: {exc}") from None
             df: Path | None = None
-            if dockerfile not in (None, "-"):
-                df = Path(secure_join(str(root), clean_source(dockerfile or "Dockerfile")))
+            if dockerfile is None:
+                df = _default_dockerfile(root, confined=True)
+            elif dockerfile != "-":
+                df = Path(secure_join(str(root), clean_source(dockerfile)))
             ignore_file, patterns = cls._find_ignore(str(root), df, confined=True)
             return cls(root, dockerfile=df, ignore_file=ignore_file, patterns=patterns, temp_dir=tmp)
         except BaseException:
@@ -382,7 +384,7 @@ class Context(SourceTree):
 
     @classmethod
     def from_stdin(cls, stream: BinaryIO, scratch_dir: str | os.PathLike[str],
-                   dockerfile: str | None = "Dockerfile") -> tuple[Context, str | None]:
+                   dockerfile: str | None = None) -> tuple[Context, str | None]:
         """``pybuild build -``: a tar context, or (as Docker reads it) a bare Dockerfile and no context.
 
         Returns the context and, when stdin held a Dockerfile, its text; the
@@ -406,7 +408,9 @@ class Context(SourceTree):
         try:
             os.chmod(tmp, 0o700)
             (tmp / "root").mkdir(mode=0o755)
-            return cls(tmp / "root", dockerfile=None, ignore_file=None, patterns=[], temp_dir=tmp), text
+            empty = cls(tmp / "root", dockerfile=None, ignore_file=None, patterns=[], temp_dir=tmp)
+            empty.where = "build context (there is none: the Dockerfile was read from stdin)"
+            return empty, text
         except BaseException:
             remove_tree(tmp)
             raise
@@ -450,6 +454,22 @@ class Context(SourceTree):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+DEFAULT_DOCKERFILES = ("Dockerfile", "dockerfile", "Containerfile")
+
+
+def _default_dockerfile(root: Path, confined: bool = False) -> Path:
+    """The first of :data:`DEFAULT_DOCKERFILES` that ``root`` holds (``Dockerfile`` wins), else ``Dockerfile``
+    (whose absence is then the error); ``confined``: links resolve inside ``root`` (a tar context)."""
+    def place(name: str) -> Path:
+        return Path(secure_join(str(root), name)) if confined else root / name
+
+    for name in DEFAULT_DOCKERFILES:
+        candidate = place(name)
+        if candidate.exists():
+            return candidate
+    return place(DEFAULT_DOCKERFILES[0])
 
 
 def _read_regular(path: Path, limit: int = _IGNORE_LIMIT) -> str | None:

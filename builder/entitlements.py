@@ -67,4 +67,5 @@ def check_instructions(instructions: Iterable[Instruction], allowed: frozenset[s
 def check_plan(plan: BuildPlan, allowed: frozenset[str]) -> None:
     """Every stage the build needs (in Dockerfile order), before anything runs."""
     for index in plan.needed:
-        check_instructions(plan.stages[index].stage.instructions, allowed)
+        if not plan.stages[index].replaced:  # a stage a named context replaces runs none of its steps
+            check_instructions(plan.stages[index].stage.instructions, allowed)

@@ -59,12 +59,16 @@ from .instructions import (
     Workdir,
 )
 from .lexer import lex
+from .namedcontext import NamedContextSpec
+from .namedcontext import lookup as lookup_context
 from .parse import parse_instruction
 from .plan import PROXY_ARGS, BuildPlan, PlannedStage, make_plan
 from .progress import BuildOutput
 from .runmounts import SecretSource
+from .runsettings import RunSettings, hosts_text
 from .runstep import BUILD_HOSTNAME, RunContext, RunStep
 from .snapshots import chain_lowers, readonly_view, writable_snapshot
+from .sshagent import SshSource
 from .state import State
 
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -81,11 +85,14 @@ class BuildOptions:
     jobs: int = 0
     network: str = "default"
     secrets: dict[str, SecretSource] = field(default_factory=dict)
+    ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh: agents for RUN --mount=type=ssh
     labels: dict[str, str] = field(default_factory=dict)
     dockerfile_text: str | None = None
     dockerfile_name: str = "Dockerfile"
     limits: Any = None  # runtime.cgroups.Limits for RUN steps (--memory, --cpus, --pids-limit)
     allow: frozenset[str] = frozenset()  # entitlements the build consents to (--allow): see entitlements.py
+    run_settings: RunSettings = field(default_factory=RunSettings)  # --add-host, --ulimit, --shm-size
+    named_contexts: dict[str, NamedContextSpec] = field(default_factory=dict)  # --build-context, by normalised name
 
 
 @record
@@ -125,6 +132,8 @@ class Builder:
         self._pull_lock = threading.Lock()
         self._scratch: ScratchDir | None = None
         self._context_view: ContextView | None = None
+        self._named_trees: dict[str, Context] = {}  # the directory named contexts, opened once
+        self._named_views: dict[str, ContextView] = {}  # what RUN --mount=from= such a context shows
         self._init_snap: Snapshot | None = None
         self._init_lock = threading.Lock()
         self._network: tuple[Any, Any, str] | None = None  # (NetworkManager, Attachment, endpoint id)
@@ -142,7 +151,7 @@ class Builder:
         if text is None:
             text = self.opts.context.read_dockerfile()
         dockerfile = parse_dockerfile(text, filename=self.opts.dockerfile_name)
-        self.plan = plan = make_plan(dockerfile, self.opts.build_args, self.opts.target)
+        self.plan = plan = make_plan(dockerfile, self.opts.build_args, self.opts.target, self.opts.named_contexts)
         entitlements.check_plan(plan, self.allowed())  # before anything runs, as BuildKit refuses at solve time
         self._dockerfile_id = _digest.of_bytes(
             f"{self.opts.context.root}\0{self.opts.dockerfile_name}\0{plan.target}".encode())
@@ -152,6 +161,9 @@ class Builder:
             self._scratch = self.store.build_scratch()
             self._context_view = ContextView(self.opts.context, self._scratch.path)
             try:
+                for spec in self.opts.named_contexts.values():
+                    if spec.kind == "dir":  # its own .dockerignore, read now
+                        self._named_trees[spec.name] = Context.from_dir(spec.value, "-")
                 states = self._run_stages(plan)
                 final = states[plan.target]
                 image = self._write_image(final)
@@ -207,6 +219,9 @@ class Builder:
             if self._context_view is not None:
                 undo.callback(self._context_view.close)  # before the scratch dir it is in goes
                 self._context_view = None
+            for view in self._named_views.values():
+                undo.callback(view.close)
+            self._named_views = {}
             if self._init_snap is not None:
                 snap = self._init_snap
                 self._init_snap = None
@@ -322,12 +337,42 @@ class Builder:
             if self._init_snap is None:
                 from pybuild.runtime import initlayer
 
+                add_hosts = self.opts.run_settings.add_hosts
+                # /etc/hosts as BuildKit's whatever the network (with --add-host's lines); resolv.conf by the
+                # rule containers follow
+                hosts = hosts_text(initlayer.default_hosts(BUILD_HOSTNAME), add_hosts,
+                                   self._host_gateway() if any(h.endswith(":host-gateway") for h in add_hosts)
+                                   else None)
                 snap = self.store.layers.create(None)
-                # /etc/hosts as BuildKit's whatever the network; resolv.conf by the rule containers follow
-                initlayer.write(snap.diff_dir, hostname=BUILD_HOSTNAME, hosts=initlayer.default_hosts(BUILD_HOSTNAME),
+                initlayer.write(snap.diff_dir, hostname=BUILD_HOSTNAME, hosts=hosts,
                                 resolv_conf=initlayer.resolv_conf(self.opts.network))
                 self._init_snap = snap
             return f"{self._init_snap.cache_id}/diff"
+
+    def _host_gateway(self) -> str:
+        """``host-gateway``: the gateway of the store's default bridge (Docker's: its default bridge's address)."""
+        from pybuild.runtime.network.manager import open_manager
+
+        try:
+            return str(open_manager(self.store.root).get_network("bridge").gateway)
+        except PybuildError as exc:
+            raise BuildError(f"--add-host: cannot resolve host-gateway: {exc}") from None
+
+    def named_context(self, name: str) -> NamedContextSpec | None:
+        """The named context (``--build-context``) a ``--from``/``from=`` that is no stage names, or None."""
+        return lookup_context(self.opts.named_contexts, name)
+
+    def named_tree(self, name: str) -> Context:
+        """The opened directory of the named context ``name`` (normalised)."""
+        return self._named_trees[name]
+
+    def named_view(self, name: str) -> ContextView:
+        """What ``RUN --mount=from=NAME`` shows of a directory context: its files less its .dockerignore."""
+        with self._init_lock:
+            view = self._named_views.get(name)
+            if view is None:
+                view = self._named_views[name] = ContextView(self._named_trees[name], self.scratch)
+            return view
 
     def track(self, proc: Any, add: bool) -> None:
         with self._running_lock:
@@ -510,6 +555,11 @@ class _StageRun:
         done = False
         try:
             state = self._from()
+            if self.planned.replaced:  # a named context stands for this stage: nothing of it runs
+                self._settle(state)
+                final = self._whole()
+                done = True
+                return final
             triggers = self._onbuild_triggers(state)
             self._settle(records.replace(state, config=records.replace(
                 state.config, config=records.replace(state.config.config, on_build=()))))
@@ -562,8 +612,16 @@ class _StageRun:
             state = State(parent.config, parent.layers, cachekey.step_key(parent.key, "FROM-stage"))
             self._note_from(state, f"FROM {label}", self.b.stage_causes.get(base.stage))
             return state
-        image = self.b.base_image(base.name, instr)
-        self.b.out.step(self.label(), f"FROM {base.name}@{image.manifest_digest[:19]}")
+        shown = base.name
+        if base.kind == "context":
+            spec = self.b.opts.named_contexts[base.name]
+            if spec.kind == "dir":
+                return self._from_context_dir(spec)
+            image = self.b.base_image(spec.value, instr)
+            shown = f"{base.name} (context {spec.describe()})"
+        else:
+            image = self.b.base_image(base.name, instr)
+        self.b.out.step(self.label(), f"FROM {shown}@{image.manifest_digest[:19]}")
         config = records.replace(image.config, platform=Platform.host())
         if not any(e.startswith("PATH=") for e in config.config.env):
             config = records.replace(config, config=records.replace(
@@ -571,6 +629,42 @@ class _StageRun:
         state = State(config, tuple(image.manifest.layers), cachekey.base_key("image", image.manifest_digest))
         self._note_from(state, f"FROM {base.name}@{image.manifest_digest}")
         return state
+
+    def _from_context_dir(self, spec: NamedContextSpec) -> State:
+        """``FROM NAME`` of a directory context: a layer of its files (less its .dockerignore), keyed by content."""
+        from .copy import copy_sources
+
+        tree = self.b.named_tree(spec.name)
+        text = f"FROM {spec.name} (context {spec.value})"
+        self.b.out.step(self.label(), text)
+        files: dict[str, str] = {}
+        try:
+            digest = checksum_sources(tree, ["."], (), self.checksum_memo(), keyword="FROM", files=files)
+        except BuildError as exc:
+            raise _located(self.planned.from_instruction, exc.message, exc.hint) from None
+        key = cachekey.base_key("context", f"{spec.name}\0{digest}")
+        config = ImageConfig(config=ContainerConfig(env=(DEFAULT_PATH_ENV,)), platform=Platform.host())
+        inputs = SlotInputs(key, "", text, files=files)
+        self._track_cause(-1, inputs)
+        self.inputs_now[-1] = inputs
+        cache = self.store.build_cache
+        record = None if self.b.opts.no_cache else cache.get(key)
+        if record is not None and self._usable(record):
+            cache.touch(key)
+            self.b.used(key)
+            return State(ImageConfig.from_bytes(self.store.blobs.read(record.config_digest)), record.layers, key)
+        snap = self._new_snapshot(self.planned.from_instruction, None)
+        try:
+            copy_sources(snap.diff_dir, ["."], "/", tree=tree, preserve_owner=False, epoch=self.b._epoch,
+                         scratch_dir=self.b.scratch)
+        except BuildError as exc:
+            self.store.layers.discard(snap)
+            raise _located(self.planned.from_instruction, exc.message, exc.hint) from None
+        except BaseException:
+            self.store.layers.discard(snap)
+            raise
+        start = State(config, (), key)
+        return self._save(key, self._commit(start, config, snap, f"{text} # pybuild"))
 
     def _note_from(self, state: State, text: str, stage_cause: str | None = None) -> None:
         inputs = SlotInputs(state.key, "", text)
@@ -813,7 +907,7 @@ class _StageRun:
                     target_ctx = writable_snapshot(layers, snap)
                 with target_ctx as root:
                     summary = copy_instruction(expanded, root, tree=source_tree, workdir=workdir, heredocs=docs,
-                                               preserve_owner=source_chain is not None or source_name != "context",
+                                               preserve_owner=not source_name.startswith("context"),
                                                epoch=self.b._epoch, scratch_dir=self.b.scratch,
                                                downloaded=downloads)
             except BuildError as exc:
@@ -836,6 +930,11 @@ class _StageRun:
             yield self.b.opts.context, None, "context"
             return
         index = self.plan.stage_index(from_ref, self.planned.index)
+        named = self.b.named_context(from_ref) if index is None else None
+        if named is not None and named.kind == "dir":
+            # hashed by content as the main context is; its own .dockerignore applies
+            yield self.b.named_tree(named.name), None, f"context:{named.name}"
+            return
         if index is not None:
             source = self.deps.get(index)
             if source is None:
@@ -844,7 +943,7 @@ class _StageRun:
             name = f"stage:{chain or 'empty'}"
         else:
             try:
-                image = self.b.base_image(from_ref, instr)
+                image = self.b.base_image(named.value if named is not None else from_ref, instr)
             except PybuildError as exc:
                 message = exc.message if isinstance(exc, DockerfileError) else str(exc)
                 raise _located(instr, f"COPY --from={from_ref}: no stage named {from_ref!r} before this one, "
@@ -895,9 +994,11 @@ class _StageRun:
         b = self.b
         return RunContext(
             store=self.store, context=b.opts.context, context_view=b.context_view, network=b.opts.network,
-            secrets=b.opts.secrets, build_args=b.opts.build_args, stage_args=dict(self.args), escape=self.escape,
-            limits=b.opts.limits,
+            secrets=b.opts.secrets, ssh=b.opts.ssh, build_args=b.opts.build_args, stage_args=dict(self.args),
+            escape=self.escape,
+            limits=b.opts.limits, settings=b.opts.run_settings,
             scratch=b.scratch, output=b.out, checksum_memo=self.checksum_memo, chain_of=self._chain_of,
+            named_dir=self._named_dir,
             init_layer=b.init_layer, bridge_netns=b.bridge_netns, track=b.track, check_cancel=b._check_cancel)
 
     def _chain_of(self, source_from: str, instr: Run) -> str | None:
@@ -905,15 +1006,27 @@ class _StageRun:
         index = self.plan.stage_index(source_from, self.planned.index)
         if index is not None:
             return self.deps[index].top_chain
-        chain: str | None = self.b.base_image(source_from, instr).top_chain_id
+        named = self.b.named_context(source_from)
+        chain: str | None = self.b.base_image(named.value if named is not None else source_from,
+                                              instr).top_chain_id
         return chain
+
+    def _named_dir(self, source_from: str) -> tuple[Context, ContextView] | None:
+        """A RUN --mount's from= naming a directory context (not a stage): its tree and view, else None."""
+        if self.plan.stage_index(source_from, self.planned.index) is not None:
+            return None
+        named = self.b.named_context(source_from)
+        if named is None or named.kind != "dir":
+            return None
+        return self.b.named_tree(named.name), self.b.named_view(named.name)
 
     def _run(self, state: State, instr: Run, env: Mapping[str, str], step_index: int) -> State:
         step = RunStep(self._run_context(), state, instr, env)
         text = step.text
         args_used = self._public_args()
         key = cachekey.step_key(state.key, "RUN", args=step.argv, mounts=step.mount_keys, network=step.network,
-                                security=step.security, build_args=args_used)
+                                security=step.security, build_args=args_used,
+                                **self.b.opts.run_settings.key_material())
         inputs = SlotInputs(key, state.key, _as_written(instr), args=args_used)
         hit = self._lookup(key, inputs, step_index, text)
         if hit is not None:

@@ -20,6 +20,7 @@ from pybuild.records import field, record
 
 from . import shellwords
 from .instructions import Copy, Dockerfile, From, Instruction, Run, Stage
+from .namedcontext import NamedContextSpec, lookup
 from .runmounts import raw_from
 
 # Usable without an ARG line, and kept out of cache keys and history (as Docker does).
@@ -42,10 +43,24 @@ def host_platform_args() -> dict[str, str]:
     return out
 
 
+def check_platforms(values: tuple[str, ...] | list[str]) -> None:
+    """``build --platform``: each (comma-separated, repeatable, as buildx takes it) must be the host's."""
+    from pybuild.errors import UsageError
+
+    host = host_platform_args()["TARGETPLATFORM"]
+    accepted = {host, host.rsplit("/", 1)[0] if host.count("/") == 2 else host, host.split("/")[1], "local"}
+    for value in values:
+        for item in value.split(","):
+            plat = item.strip().lower()
+            if plat not in accepted:
+                raise UsageError(f"platform {item.strip() or repr(item)} is not supported",
+                                 f"pybuild builds for the host ({host}) only")
+
+
 @record(frozen=True)
 class StageBase:
-    kind: str  # "scratch", "stage" or "image"
-    name: str  # the image reference, or the stage index as text
+    kind: str  # "scratch", "stage", "image" or "context" (a named context, see namedcontext.py)
+    name: str  # the image reference, the stage index as text, or the context's (normalised) name
     stage: int | None = None
 
 
@@ -55,6 +70,7 @@ class PlannedStage:
     base: StageBase
     from_instruction: From
     deps: set[int] = field(default_factory=set)
+    replaced: bool = False  # the stage's name is a named context: it is that context, its steps are not run
 
     @property
     def index(self) -> int:
@@ -110,10 +126,17 @@ def _error(instr: Instruction, message: str, hint: str | None = None) -> Dockerf
                            source_line=instr.meta.source_line or None)
 
 
-def make_plan(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None) -> BuildPlan:
+def make_plan(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None,
+              contexts: Mapping[str, NamedContextSpec] | None = None) -> BuildPlan:
+    """``contexts``: the build's named contexts (``--build-context``), which stand in for stages and images."""
     global_args = resolve_global_args(dockerfile, build_args)
     plan = BuildPlan(dockerfile, global_args, [], len(dockerfile.stages) - 1, [])
+    contexts = contexts or {}
     for stage in dockerfile.stages:
+        named_stage = lookup(contexts, stage.name) if stage.name else None
+        if named_stage is not None:  # BuildKit: the context replaces the stage, whose steps never run
+            plan.stages.append(PlannedStage(stage, StageBase("context", named_stage.name), stage.base, replaced=True))
+            continue
         base_instr = stage.base.expand(global_args, dockerfile.escape)
         image = base_instr.image
         if not image:
@@ -132,6 +155,8 @@ def make_plan(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str
             base = StageBase("scratch", "scratch")
         elif index is not None:
             base = StageBase("stage", str(index), index)
+        elif (context := lookup(contexts, image)) is not None:
+            base = StageBase("context", context.name)
         else:
             base = StageBase("image", image)
         planned = PlannedStage(stage, base, base_instr)

@@ -4,7 +4,8 @@ Types: ``bind`` (default; from the context or a stage, read-only unless
 ``rw``), ``cache`` (a directory kept across builds under the store, keyed by
 ``id``, default the target), ``tmpfs`` and ``secret`` (a file given with
 ``--secret id=ID,src=FILE`` on the command line, at ``/run/secrets/ID`` by
-default). ``ssh`` is refused with a clear message.
+default) and ``ssh`` (an agent given with ``--ssh``, forwarded at
+``/run/buildkit/ssh_agent.N`` by default: see sshagent.py).
 """
 
 from __future__ import annotations
@@ -111,9 +112,7 @@ def parse_mount(text: str, workdir: str = "/") -> MountSpec:
         if key == "type":
             kind = value.lower()
             if kind not in MOUNT_TYPES:
-                raise ValueError(f"unsupported mount type {value!r} (use bind, cache, tmpfs or secret)")
-            if kind == "ssh":
-                raise ValueError("RUN --mount=type=ssh is not supported by pybuild")
+                raise ValueError(f"unsupported mount type {value!r} (use bind, cache, tmpfs, secret or ssh)")
         elif key == "from":
             kwargs["source_from"] = value or None
         elif key in ("source", "src"):
@@ -143,11 +142,11 @@ def parse_mount(text: str, workdir: str = "/") -> MountSpec:
         else:
             raise ValueError(f"unexpected key {key!r} in {item!r}" + _suggestion(key))
     # what belongs to which type (BuildKit checks after reading every field: type= may come last)
-    if required is not None and kind != "secret":
+    if required is not None and kind not in ("secret", "ssh"):
         raise ValueError(f"unexpected key 'required' for mount type {kind!r}")
     if "size" in kwargs and kind != "tmpfs":
         raise ValueError(f"unexpected key 'size' for mount type {kind!r}")
-    if kind not in ("secret", "cache"):
+    if kind not in ("secret", "cache", "ssh"):
         for name in ("mode", "uid", "gid"):
             if name in kwargs:
                 raise ValueError(f"{name} not allowed for {kind!r} type mounts")
@@ -168,12 +167,19 @@ def parse_mount(text: str, workdir: str = "/") -> MountSpec:
         if not target and not kwargs.get("env"):
             target = f"/run/secrets/{kwargs['id']}"
         readonly = True
+    if kind == "ssh":
+        if kwargs.get("source"):
+            raise ValueError("ssh does not support source")
+        if kwargs.get("source_from"):
+            raise ValueError("an ssh mount has no source: from= does not apply")
+        kwargs["id"] = kwargs.get("id") or "default"
+        readonly = True
     if kind == "tmpfs" and kwargs.get("source_from"):
         raise ValueError("a tmpfs mount has no source: from= does not apply")
     if readonly is None:
         readonly = kind == "bind"
     kwargs["required"] = bool(required)
-    if not target and not (kind == "secret" and kwargs.get("env")):
+    if not target and not (kind == "secret" and kwargs.get("env")) and kind != "ssh":
         raise ValueError(f"a {kind} mount needs target=")
     if kind == "cache" and not kwargs.get("id"):
         kwargs["id"] = posixpath.normpath(target)
@@ -209,12 +215,22 @@ def raw_from(text: str) -> str | None:
 
 
 def parse_mounts(texts: list[str], workdir: str = "/") -> list[MountSpec]:
+    """Every ``--mount`` of a step; an ssh mount without target gets BuildKit's ``/run/buildkit/ssh_agent.N``
+    (N: its place among the step's ssh mounts)."""
+    from pybuild.records import replace
+
     out = []
+    ssh = 0
     for text in texts:
         try:
-            out.append(parse_mount(text, workdir))
+            spec = parse_mount(text, workdir)
         except ValueError as exc:
             raise BuildError(f"invalid RUN --mount={text}: {exc}") from None
+        if spec.type == "ssh":
+            if not spec.target:
+                spec = replace(spec, target=f"/run/buildkit/ssh_agent.{ssh}")
+            ssh += 1
+        out.append(spec)
     return out
 
 

@@ -33,7 +33,9 @@ from .instructions import Run
 from .plan import PROXY_ARGS
 from .progress import BuildOutput, OutputPump
 from .runmounts import MountSpec, SecretSource, parse_mounts, raw_from
+from .runsettings import RunSettings
 from .snapshots import readonly_view, remove_mount_stubs, writable_view
+from .sshagent import SshSource
 from .state import State
 
 if TYPE_CHECKING:
@@ -65,14 +67,18 @@ class RunContext:
     context_view: ContextView  # what such a mount shows: the context filtered by .dockerignore
     network: str  # the build's --network
     secrets: Mapping[str, SecretSource]
+    ssh: Mapping[str, SshSource]  # --ssh: the agents RUN --mount=type=ssh may forward, by id
     build_args: Mapping[str, str]  # --build-arg values (the proxy ones reach the command)
     stage_args: Mapping[str, str]  # the ARGs of this stage, with their values
     escape: str
     limits: Limits | None
+    settings: RunSettings  # --add-host (in the init layer), --ulimit, --shm-size
     scratch: Path
     output: BuildOutput
     checksum_memo: Callable[[], ChecksumCache]
     chain_of: Callable[[str, Run], str | None]  # a mount's from= (stage or image) -> its top chain id
+    # a mount's from= naming a directory context (--build-context NAME=DIR) -> (its tree, its view), else None
+    named_dir: Callable[[str], tuple[SourceTree, ContextView] | None]
     init_layer: Callable[[], str]
     bridge_netns: Callable[[], str]
     track: Callable[[Any, bool], None]  # a step's process started (True) or ended (False)
@@ -109,6 +115,9 @@ class RunStep:
                 # before the cache is asked: a cached result is no excuse for a missing required secret
                 raise _located(instr, f"secret {m.id} is required but was not given",
                                f"pass --secret id={m.id},src=FILE")
+            if m.type == "ssh" and m.required and m.id not in ctx.ssh:
+                raise _located(instr, f"ssh agent {m.id} is required but was not given",
+                               f"pass --ssh {m.id}" + ("" if m.id == "default" else "=SOCKET"))
         self.mount_keys = [self._mount_key(m) for m in self.mounts]
         self.text = _describe(instr)
 
@@ -151,22 +160,35 @@ class RunStep:
         for m in self.mounts:
             if m.type == "secret" and m.env:
                 env.append(f"{m.env}={self._secret(m).decode(errors='replace')}")
+        agents = [m for m in self.mounts if m.type == "ssh"]
+        if agents and "SSH_AUTH_SOCK" not in names:  # BuildKit: the first ssh mount, unless the image sets one
+            env.append(f"SSH_AUTH_SOCK={agents[0].target}")
         return tuple(env)
 
     # ---- mounts -----------------------------------------------------------------------------------
 
     def _mount_key(self, m: MountSpec) -> str:
         key = m.canonical()
-        if m.type == "bind" and m.source_from is None:
-            try:
-                digest = checksum_sources(self.ctx.context, [m.source or "."], cache=self.ctx.checksum_memo(),
-                                          keyword="RUN --mount")
-            except BuildError as exc:
-                raise _located(self.instr, exc.message, exc.hint) from None
-            key += f",content={digest}"
+        named = self._named(m)
+        if m.type in ("bind", "cache") and named is not None:
+            key += f",content={self._content_digest(named[0], m.source or '.')}"
+        elif m.type == "bind" and m.source_from is None:
+            key += f",content={self._content_digest(self.ctx.context, m.source or '.')}"
         elif m.type in ("bind", "cache") and m.source_from is not None:
             key += f",chain={self._from_chain(m) or ''}"
         return key
+
+    def _content_digest(self, tree: SourceTree, source: str) -> str:
+        try:
+            return checksum_sources(tree, [source], cache=self.ctx.checksum_memo(), keyword="RUN --mount")
+        except BuildError as exc:
+            raise _located(self.instr, exc.message, exc.hint) from None
+
+    def _named(self, m: MountSpec) -> tuple[SourceTree, ContextView] | None:
+        """The directory context (``--build-context``) a mount's from= names, or None."""
+        if m.source_from is None or m.type not in ("bind", "cache"):
+            return None
+        return self.ctx.named_dir(m.source_from)
 
     def _from_chain(self, m: MountSpec) -> str | None:
         assert m.source_from is not None
@@ -194,6 +216,16 @@ class RunStep:
                 elif m.type == "cache":
                     mounts.append(Mount.bind(str(stack.enter_context(self._cache_dir(m, scratch))), m.target,
                                              readonly=False))
+                elif m.type == "ssh":
+                    agent = self.ctx.ssh.get(m.id)
+                    if agent is None:
+                        continue  # an optional agent that was not given: nothing is mounted
+                    from .sshagent import AgentProxy
+
+                    sock = scratch / f"ssh-{len(mounts)}.sock"
+                    stack.enter_context(AgentProxy(agent.socket, sock, uid=m.uid or 0, gid=m.gid or 0,
+                                                   mode=m.mode if m.mode is not None else 0o600))
+                    mounts.append(Mount.bind(str(sock), m.target, readonly=True))
                 elif m.type == "secret":
                     if not m.target:
                         continue
@@ -227,9 +259,10 @@ class RunStep:
         """
         from pybuild.runtime.rootfs import secure_join
 
+        named = self._named(m)
         try:
-            if m.source_from is None:
-                view = self.ctx.context_view
+            if m.source_from is None or named is not None:
+                view = self.ctx.context_view if named is None else named[1]
                 root = view.root() if m.readonly else stack.enter_context(view.writable(scratch))
             else:
                 chain = self._from_chain(m)
@@ -254,8 +287,12 @@ class RunStep:
         """
         if m.source_from is None:
             return hashlib.sha256(m.id.encode()).hexdigest()[:32], None
-        chain = self._from_chain(m)
         source = posixpath.normpath(posixpath.join("/", m.source or "/"))
+        named = self._named(m)
+        if named is not None:  # a directory context: its content is its identity
+            digest = self._content_digest(named[0], m.source or ".")
+            return hashlib.sha256(f"{m.id}\0context={digest}\0source={source}".encode()).hexdigest()[:32], None
+        chain = self._from_chain(m)
         identity = f"{m.id}\0from={chain or 'empty'}\0source={source}"
         return hashlib.sha256(identity.encode()).hexdigest()[:32], chain
 
@@ -304,7 +341,11 @@ class RunStep:
 
         source = m.source or "/"
         where = f"RUN --mount=type=cache,from={m.source_from}"
-        with readonly_view(self.ctx.store.layers, chain, scratch) as root:
+        named = self._named(m)
+        seed_view: contextlib.AbstractContextManager[str | Path] = (
+            contextlib.nullcontext(named[1].root()) if named is not None
+            else readonly_view(self.ctx.store.layers, chain, scratch))
+        with seed_view as root:
             try:
                 st = os.stat(secure_join(str(root), source))
             except OSError:
@@ -339,7 +380,7 @@ class RunStep:
 
     def execute(self, snap: Snapshot, label: str) -> None:
         from pybuild.runtime.run import execute
-        from pybuild.runtime.spec import ContainerSpec, OverlayRootfs, ProcessSpec
+        from pybuild.runtime.spec import DEFAULT_SHM_SIZE, ContainerSpec, OverlayRootfs, ProcessSpec
 
         layers = self.ctx.store.layers
         init = self.ctx.init_layer()
@@ -351,7 +392,9 @@ class RunStep:
             with contextlib.ExitStack() as stack:
                 mounts = stack.enter_context(self._runtime_mounts(scratch))
                 snap.merged_dir.mkdir(mode=0o700, exist_ok=True)
-                process = ProcessSpec(args=self.argv, env=self.process_env(), cwd=cwd, user=config.user)
+                settings = self.ctx.settings
+                process = ProcessSpec(args=self.argv, env=self.process_env(), cwd=cwd, user=config.user,
+                                      rlimits=settings.ulimits)
                 netns = None
                 if self.network == "bridge":
                     netns = self.ctx.bridge_netns()
@@ -359,6 +402,7 @@ class RunStep:
                     rootfs=snap.merged_dir, process=process, hostname=BUILD_HOSTNAME,
                     network="none" if netns else self.network, netns=netns, mounts=tuple(mounts),
                     overlay=OverlayRootfs(layers.overlay, lowers, f"{snap.cache_id}/diff", f"{snap.cache_id}/work"),
+                    shm_size=settings.shm_size if settings.shm_size is not None else DEFAULT_SHM_SIZE,
                     **self._isolation())
                 pump = OutputPump(self.ctx.output, label)
                 started: list[object] = []

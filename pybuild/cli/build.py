@@ -132,19 +132,36 @@ def _enter_private_mount_namespace() -> None:
 @option("--network", type=Choice(["default", "host", "none"]), default="default",
         show_default=True, help="Network for RUN steps (default: the bridge).")
 @option("--secret", "secrets", multiple=True, help="A secret for RUN --mount=type=secret (id=ID,src=FILE).")
+@option("--ssh", "ssh", multiple=True,
+        help="An ssh agent for RUN --mount=type=ssh: default (the agent at $SSH_AUTH_SOCK) or ID=SOCKET.")
 @option("--allow", "allow", multiple=True,
         help="Consent to an entitlement: network.host (RUN --network=host), security.insecure "
              "(RUN --security=insecure); repeatable or comma-separated.")
 @option("--label", "labels", multiple=True, help="Set a label on the image (KEY=VALUE).")
 @option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
 @option("--progress", type=Choice(["auto", "plain", "tty", "quiet"]), default="auto", show_default=True,
-        help="auto: a live view on a terminal, plain lines otherwise.")
+        envvar="BUILDKIT_PROGRESS", help="auto: a live view on a terminal, plain lines otherwise "
+                                         "(default: $BUILDKIT_PROGRESS, else auto).")
 @option("--explain", is_flag=True, help="Say why each step missed the cache.")
 @option("--iidfile", default=None, help="Write the image ID to this file.")
 @option("-o", "--output", "outputs", multiple=True,
         help="Also write the result: type=oci|docker,dest=FILE (archive), type=local,dest=DIR, "
              "type=tar,dest=FILE (the filesystem).")
-@option("--platform", default=None, help="Target platform (only the host's is supported).")
+@option("--platform", "platforms", multiple=True,
+        help="Target platform: the host's only (comma-separated or repeated, each the host's).")
+@option("--load", is_flag=True, help="Accepted for buildx: the image is always in the store.")
+@option("--provenance", default=None,
+        help="buildx's provenance attestation: accepted; pybuild makes none (a warning unless false).")
+@option("--sbom", default=None,
+        help="buildx's SBOM attestation: accepted; pybuild makes none (a warning unless false).")
+@option("--metadata-file", "metadata_file", default=None,
+        help="Write the build result as buildx's JSON (containerimage.digest, ...) to this file.")
+@option("--add-host", "add_hosts", multiple=True,
+        help="An /etc/hosts line for RUN steps: NAME:IP (IP may be host-gateway).")
+@option("--ulimit", "ulimits", multiple=True, help="A resource limit of RUN steps: NAME=SOFT[:HARD].")
+@option("--shm-size", "shm_size", default=None, help="Size of /dev/shm in RUN steps (e.g. 128m; default 64m).")
+@option("--build-context", "build_contexts", multiple=True,
+        help="A named context: NAME=DIR or NAME=docker-image://REF (for FROM, COPY --from, RUN --mount=from).")
 @option("--push", is_flag=True, help="Push the image to its registry after the build.")
 @option("--cache-to", "cache_to", default=None, help="Export the build cache (type=registry,ref=REF).")
 @option("--cache-from", "cache_from", multiple=True, help="Use a build cache (type=registry,ref=REF).")
@@ -155,9 +172,13 @@ def _enter_private_mount_namespace() -> None:
 @pass_settings
 def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfile: str | None,
               build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, jobs: int | None,
-              network: str, secrets: tuple[str, ...], allow: tuple[str, ...], labels: tuple[str, ...], quiet: bool,
+              network: str, secrets: tuple[str, ...], ssh: tuple[str, ...], allow: tuple[str, ...],
+              labels: tuple[str, ...], quiet: bool,
               progress: str,
-              explain: bool, iidfile: str | None, outputs: tuple[str, ...], platform: str | None, push: bool,
+              explain: bool, iidfile: str | None, outputs: tuple[str, ...], platforms: tuple[str, ...],
+              load: bool, provenance: str | None, sbom: str | None, metadata_file: str | None,
+              add_hosts: tuple[str, ...], ulimits: tuple[str, ...], shm_size: str | None,
+              build_contexts: tuple[str, ...], push: bool,
               cache_to: str | None, cache_from: tuple[str, ...], memory: str | None, cpus: float | None,
               cpu_shares: int | None, pids_limit: int | None) -> None:
     """Build an image from a Dockerfile (also: pybuild [OPTIONS] CONTEXT)."""
@@ -167,7 +188,7 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
     from pybuild.builder.context import Context
     from pybuild.builder.entitlements import parse_allow
     from pybuild.builder.executor import BuildOptions, run_build
-    from pybuild.builder.plan import host_platform_args
+    from pybuild.builder.plan import check_platforms
     from pybuild.store import reference as _reference
 
     allowed = parse_allow(allow)
@@ -186,10 +207,22 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
             parse_spec(spec, "--cache-from")  # a bad value fails now, not after the build
         if cache_to:
             parse_spec(cache_to, "--cache-to")
-    if platform is not None:
-        host = host_platform_args()["TARGETPLATFORM"]
-        if platform.lower() not in (host, host.split("/")[1] if "/" in host else host):
-            raise UsageError(f"platform {platform} is not supported", f"pybuild builds for the host ({host}) only")
+    check_platforms(platforms)
+    from pybuild.builder import attestations
+    from pybuild.builder.namedcontext import parse_build_contexts
+    from pybuild.builder.runsettings import parse_run_settings
+
+    run_settings = parse_run_settings(add_hosts, ulimits, shm_size)
+    named_contexts = parse_build_contexts(build_contexts)
+    from pybuild.builder.sshagent import parse_ssh
+
+    ssh_agents = parse_ssh(ssh)
+    attest_warnings = [attestations.warning(kind) for kind, value in (("provenance", provenance), ("sbom", sbom))
+                       if attestations.requested(kind, value)]
+    if metadata_file:
+        from pybuild.builder.metadata import check_destination
+
+        check_destination(metadata_file)
     from pybuild.runtime import cgroups
 
     limits = cgroups.validate(cgroups.Limits(memory=cgroups.parse_memory(memory) if memory else None,
@@ -208,20 +241,26 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
     try:
         # the context is closed (a tar context's temp dir removed) however the build ends
         if context == "-":
-            ctx_obj, df_text = Context.from_stdin(sys.stdin.buffer, store.tmp, dockerfile or "Dockerfile")
-            df_name = os.path.basename(dockerfile or "Dockerfile")
+            ctx_obj, df_text = Context.from_stdin(sys.stdin.buffer, store.tmp, dockerfile)
         else:
             ctx_obj = Context.from_dir(context, dockerfile)
             df_text = sys.stdin.read() if dockerfile == "-" else None
-            df_name = "Dockerfile" if dockerfile in (None, "-") else os.path.basename(dockerfile)
+        # errors and history name the file read: Dockerfile, or the Containerfile found instead
+        df_path = ctx_obj.dockerfile_path
+        df_name = df_path.name if df_path is not None else os.path.basename(dockerfile or "Dockerfile")
+        if dockerfile == "-":
+            df_name = "Dockerfile"
         with ctx_obj:
             from pybuild.cli.progress import build_output
 
             output = build_output(quiet, progress, explain)
+            for text in attest_warnings:
+                echo(f"pybuild: warning: {text}", err=True)
             options = BuildOptions(context=ctx_obj, tags=refs, build_args=args, target=target, no_cache=no_cache,
                                    pull=pull, jobs=jobs or 0, network=network, secrets=secret_map,
                                    labels=label_map, dockerfile_text=df_text, dockerfile_name=df_name,
-                                   limits=limits, allow=allowed)
+                                   limits=limits, allow=allowed, run_settings=run_settings,
+                                   named_contexts=named_contexts, ssh=ssh_agents)
             try:
                 if cache_from:
                     from pybuild.builder.remotecache import import_cache
@@ -247,6 +286,10 @@ def build_cmd(settings: Settings, context: str, tags: tuple[str, ...], dockerfil
             write_output(store, image, output_spec, refs)
     if iidfile:
         Path(iidfile).write_text(image.id)
+    if metadata_file:
+        from pybuild.builder.metadata import build_metadata, write_metadata
+
+        write_metadata(metadata_file, build_metadata(store, image, list(tags)))
     if quiet or progress == "quiet":
         echo(image.id)
     else:

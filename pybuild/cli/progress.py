@@ -58,11 +58,20 @@ class PlainBuildOutput(BuildOutput):
             self.line(f"  [{label}] done in {seconds:.1f}s")
 
     def output(self, label: str, text: str) -> None:
-        """A line a step printed (RUN output, a COPY summary)."""
-        self.line(text)
+        """A line a step printed (RUN output, a COPY summary); prefixed with its stage when several are built,
+        as BuildKit's plain mode prefixes every line with its step's ``#N``, so that lines of stages running at
+        the same time can be told apart."""
+        stage = stage_of(label)
+        self.line(f"[{stage}] {text}" if stage else text)
 
     def finish(self, ok: bool) -> None:
         """The build ended (a live view draws its last frame)."""
+
+
+def stage_of(label: str) -> str:
+    """The stage part of a step label (``build`` of ``build 3/5``), empty when the build has one stage."""
+    head, sep, _ = label.rpartition(" ")
+    return head if sep else ""
 
 
 @record
@@ -83,6 +92,7 @@ class LiveBuildOutput(PlainBuildOutput):
         super().__init__(explain=explain, stream=stream)
         self.steps: list[_Step] = []
         self.notes: list[str] = []
+        self.misses: list[str] = []  # --explain: printed under the last frame, where they stay
         self.drawn = 0
         self.width = shutil.get_terminal_size((100, 24)).columns
         self._stop = threading.Event()
@@ -107,6 +117,8 @@ class LiveBuildOutput(PlainBuildOutput):
     def miss(self, label: str, reason: str) -> None:
         if self.explain:
             self.output(label, f"cache miss: {reason}")
+            with self.lock:
+                self.misses.append(f"cache miss [{label}]: {reason}")
 
     def done(self, label: str, seconds: float) -> None:
         with self.lock:
@@ -158,6 +170,13 @@ class LiveBuildOutput(PlainBuildOutput):
         self._stop.set()
         self._thread.join()
         self._draw(final=True, ok=ok)
+        with self.lock:
+            # below the final frame, never redrawn: the reasons stay on the screen (in the frame they were
+            # only the tails of running steps, gone when a step ended)
+            if self.misses:
+                self.stream.write("".join(f"{m}\n" for m in self.misses))
+                self.stream.flush()
+            self.misses.clear()
 
 
 

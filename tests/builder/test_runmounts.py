@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pybuild.builder.runmounts import parse_mount, raw_from
+from pybuild.builder.runmounts import parse_mount, parse_mounts, raw_from
 
 
 def test_defaults_per_type() -> None:
@@ -39,7 +39,9 @@ def test_defaults_per_type() -> None:
     ("type=secret,id=a,source=b", "both source and id can't be set"),
     ("type=secret", "invalid secret mount. one of source, target required"),
     ("type=nfs,target=/x", "unsupported mount type 'nfs'"),
-    ("type=ssh", "type=ssh is not supported"),
+    ("type=ssh,source=/x", "ssh does not support source"),
+    ("type=ssh,from=stage", "an ssh mount has no source"),
+    ("type=ssh,size=1m", "unexpected key 'size' for mount type 'ssh'"),
     ("type=bind", "a bind mount needs target="),
     ("target=.", "invalid mount target '/'"),
     ("type=cache,target=/x,mode=9", "invalid value '9' for mode"),
@@ -48,6 +50,19 @@ def test_bad_mounts_are_refused(text: str, message: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_mount(text)
     assert message in str(info.value)
+
+
+def test_ssh_mounts_default_as_buildkits() -> None:
+    ssh = parse_mount("type=ssh")
+    assert (ssh.id, ssh.target, ssh.required, ssh.mode, ssh.uid) == ("default", "", False, None, None)
+    full = parse_mount("type=ssh,id=gh,target=/agent,required,mode=0644,uid=1000,gid=1000")
+    assert (full.id, full.target, full.required, full.mode, full.uid, full.gid) == \
+        ("gh", "/agent", True, 0o644, 1000, 1000)
+    # BuildKit's targets: /run/buildkit/ssh_agent.N, N counting every ssh mount of the step
+    first, cache, second, third = parse_mounts(["type=ssh", "type=cache,target=/c", "type=ssh,target=/s",
+                                                "type=ssh,id=other"])
+    assert (first.target, second.target, third.target) == ("/run/buildkit/ssh_agent.0", "/s",
+                                                             "/run/buildkit/ssh_agent.2")
 
 
 def test_from_is_never_expanded() -> None:
